@@ -1,0 +1,3 @@
+from .backbones import TNT  # noqa: F401  (registers the backbone)
+
+__all__ = ['TNT']

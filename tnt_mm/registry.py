@@ -1,0 +1,11 @@
+"""The registries of tnt_mm.
+
+The package keeps its own scope so that configs of mmdet, mmseg and mmpretrain all say
+``type='tnt_mm.TNT'`` without clashing with mmpretrain's own (legacy-only) ``TNT``. mmengine
+imports ``tnt_mm.registry`` by itself when it meets the ``tnt_mm.`` prefix, and
+``locations`` then imports the modules that register into it.
+"""
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import Registry
+
+MODELS = Registry('model', parent=MMENGINE_MODELS, scope='tnt_mm', locations=['tnt_mm.models'])

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment in .venv/ with the OpenMMLab stack.
+#
+# Idempotent: a .venv whose stamp matches the requirement files and that passes the final
+# check is reused as is. mmcv 2.1.0 has no wheel for this torch, so it is built from source
+# once (about 12 minutes on 2 cores) and the wheel is cached outside the repository, keyed by
+# the torch version and the Python tag; later installs take seconds.
+# The traps this script encodes are recorded in the README's "Install notes".
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="${VENV:-$ROOT/.venv}"
+PYTHON_BIN="${PYTHON:-python3}"
+TORCH_VERSION=2.14.1
+TORCHVISION_VERSION=0.29.1
+MMCV_VERSION=2.1.0
+CACHE_ROOT="${TNT_MM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tnt_mm}"
+CONSTRAINTS="$ROOT/requirements/constraints.txt"
+
+say() { printf '[install] %s\n' "$*"; }
+die() { printf '[install] ERROR: %s\n' "$*" >&2; exit 1; }
+
+stamp_value() {
+    cat requirements/*.txt setup.py tools/install.sh | sha256sum | cut -d' ' -f1
+}
+
+check_env() {
+    "$VENV/bin/python" - <<'PY'
+import importlib, sys
+failed = []
+for stmt in ("from mmcv.ops import RoIAlign, nms", "import mmdet", "import mmseg",
+             "import mmpretrain", "import timm", "import tnt_mm"):
+    try:
+        exec(stmt)
+    except Exception as exc:  # report every failure, not just the first
+        failed.append(f"{stmt!r}: {type(exc).__name__}: {exc}")
+if failed:
+    print("\n".join(failed), file=sys.stderr)
+    sys.exit(1)
+import torch, mmcv, mmdet, mmseg, mmpretrain, mmengine
+print(f"torch {torch.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__} (ops ok), "
+      f"mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, mmpretrain {mmpretrain.__version__}")
+PY
+}
+
+if [ -x "$VENV/bin/python" ] && [ -f "$VENV/.tnt_mm_stamp" ] \
+        && [ "$(cat "$VENV/.tnt_mm_stamp")" = "$(stamp_value)" ] && check_env >/dev/null 2>&1; then
+    say "reusing $VENV ($(check_env 2>/dev/null))"
+    exit 0
+fi
+
+command -v "$PYTHON_BIN" >/dev/null || die "'$PYTHON_BIN' not found; set PYTHON=/path/to/python3.11"
+if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV with $("$PYTHON_BIN" --version)"
+    "$PYTHON_BIN" -m venv "$VENV" || die "could not create a venv; install python3-venv"
+fi
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip --disable-pip-version-check)
+
+say "base tools"
+"${PIP[@]}" install -q -c "$CONSTRAINTS" --upgrade pip wheel 'setuptools>=77.0.3,<81' ninja psutil
+
+say "torch $TORCH_VERSION + torchvision $TORCHVISION_VERSION"
+"${PIP[@]}" install -q -c "$CONSTRAINTS" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+
+PYTAG="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
+TORCH_INSTALLED="$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')"
+WHEEL_DIR="$CACHE_ROOT/mmcv-$MMCV_VERSION-torch$TORCH_INSTALLED-$PYTAG"
+if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
+    say "building mmcv $MMCV_VERSION with ops against torch $TORCH_INSTALLED ($PYTAG); about 12 minutes on 2 cores"
+    BUILD="$(mktemp -d)"
+    trap 'rm -rf "$BUILD"' EXIT
+    "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation --no-cache-dir \
+        -d "$BUILD" "mmcv==$MMCV_VERSION" || die "could not download the mmcv $MMCV_VERSION sdist"
+    tar -xzf "$BUILD"/mmcv-"$MMCV_VERSION".tar.gz -C "$BUILD"
+    SRC="$BUILD/mmcv-$MMCV_VERSION"
+    # torch >= 2.10 headers need C++20; mmcv 2.1.0's setup.py hard-codes -std=c++17.
+    sed -i 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
+    # mmcv's build imports torch (no build isolation); --no-cache-dir so pip never reuses a
+    # wheel built against another torch (pip keys its cache by the sdist only).
+    (cd "$SRC" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" "${PIP[@]}" wheel -q --no-deps \
+        --no-build-isolation --no-cache-dir -w "$BUILD/dist" .) || die "mmcv build failed (see above)"
+    mkdir -p "$WHEEL_DIR"
+    cp "$BUILD"/dist/mmcv-*.whl "$WHEEL_DIR"/
+    say "cached $(ls "$WHEEL_DIR")"
+fi
+say "mmcv from $WHEEL_DIR"
+"${PIP[@]}" install -q -c "$CONSTRAINTS" "$WHEEL_DIR"/mmcv-*.whl
+
+say "OpenMMLab libraries, test requirements, and tnt_mm (editable)"
+"${PIP[@]}" install -q -c "$CONSTRAINTS" -r requirements/runtime.txt -r requirements/mminstall.txt \
+    -r requirements/tests.txt
+"${PIP[@]}" install -q --no-deps --no-build-isolation -e .
+
+if ! summary="$(check_env)"; then
+    die "the environment in $VENV is incomplete (see the failed imports above). Remove it with 'rm -rf .venv' and run 'make install' again; if mmcv.ops fails, delete $WHEEL_DIR to rebuild mmcv."
+fi
+stamp_value > "$VENV/.tnt_mm_stamp"
+say "ok: $summary"
