@@ -5,13 +5,20 @@ PYTHON := $(VENV)/bin/python
 THREADS ?= 2
 RUN    := OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(PYTHON)
 
-.PHONY: install demo test flops clean
+.PHONY: install demo demo-cls test flops bench clean
 
 install:
 	bash tools/install.sh
 
 demo: install
 	$(RUN) tools/demo/backbone_demo.py
+
+# Classification demo: TNT-Ti trained through mmpretrain on generated shapes, then top-1.
+demo-cls: install
+	test -d data/shapes_cls || $(RUN) tools/data/make_shapes.py imagenet data/shapes_cls
+	$(RUN) tools/train.py configs/demo/cls_shapes.py --work-dir work_dirs/demo_cls
+	$(RUN) tools/test.py configs/demo/cls_shapes.py work_dirs/demo_cls/epoch_12.pth \
+		--work-dir work_dirs/demo_cls
 
 test: install
 	$(RUN) -m pytest tests -q
@@ -22,3 +29,6 @@ flops: install
 clean:
 	rm -rf work_dirs .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+bench: install
+	$(RUN) tools/analysis/benchmark.py

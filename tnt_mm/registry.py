@@ -5,7 +5,9 @@ The package keeps its own scope so that configs of mmdet, mmseg and mmpretrain a
 imports ``tnt_mm.registry`` by itself when it meets the ``tnt_mm.`` prefix, and
 ``locations`` then imports the modules that register into it.
 """
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='tnt_mm', locations=['tnt_mm.models'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='tnt_mm', locations=['tnt_mm.engine'])

@@ -116,6 +116,28 @@ def test_checkpointed_forward_equals_plain():
         assert torch.allclose(p1.grad, p2.grad, atol=1e-5, rtol=1e-4), name
 
 
+def test_recomputed_inner_transformer_equals_stored():
+    """recompute_inner (the default) changes memory, not numbers: same outputs and gradients,
+    with dropout and stochastic depth replayed identically in the recomputation."""
+    kwargs = dict(arch='tiny', out_type='featmap', drop_rate=0.1, drop_path_rate=0.2)
+    stored = randomise_(TNT(recompute_inner=False, **kwargs)).train()
+    recomputed = TNT(recompute_inner=True, **kwargs).train()
+    recomputed.load_state_dict(stored.state_dict())
+    x = torch.randn(2, 3, 48, 64)
+    grads = []
+    for model in (stored, recomputed):
+        torch.manual_seed(3)
+        outs = model(x)
+        sum(o.square().mean() for o in outs).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+        if model is stored:
+            expected = [o.detach() for o in outs]
+    for a, b in zip(expected, outs):
+        assert torch.allclose(a, b, atol=1e-6)
+    for name, grad in grads[0].items():
+        assert torch.allclose(grad, grads[1][name], atol=1e-6, rtol=1e-5), name
+
+
 def test_inner_transformer_only_in_chosen_blocks():
     model = TNT('small', out_type='cls_token', inner_block_indices=(0, 3, 7, 11))
     has_inner = [block.has_inner for block in model.blocks]

@@ -90,6 +90,18 @@ class Attention(nn.Module):
         x = x.transpose(1, 2).reshape(batch, tokens, dim)
         return self.proj_drop(self.proj(x))
 
+    @torch.no_grad()
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention probabilities for input ``x`` (B, L, C): (B, heads, L, L).
+
+        The fused kernel in :meth:`forward` never forms them; this recomputes them for
+        inspection (``tools/visualize_attention.py``).
+        """
+        batch, tokens, dim = x.shape
+        head_dim = dim // self.num_heads
+        q, k = self.qk(x).reshape(batch, tokens, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
+        return (q @ k.transpose(-2, -1) * head_dim ** -0.5).softmax(dim=-1)
+
 
 class Mlp(nn.Module):
     """Linear -> activation -> dropout -> Linear -> dropout."""
@@ -195,11 +207,26 @@ class TNTBlock(nn.Module):
         return self.norm2_proj(self.proj(self.norm1_proj(
             words.reshape(batch, -1, self.proj.in_features))))
 
-    def forward(self, words: torch.Tensor,
-                sentences: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward_inner(self, words: torch.Tensor) -> torch.Tensor:
+        """The inner transformer on the words of every patch: (B*N, m, c) -> (B*N, m, c)."""
+        words = words + self.drop_path(self.attn_in(self.norm_in(words)))
+        return words + self.drop_path(self.mlp_in(self.norm_mlp_in(words)))
+
+    def forward(self, words: torch.Tensor, sentences: torch.Tensor,
+                recompute_inner: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Args:
+            words (Tensor): (B*N, m, c).
+            sentences (Tensor): (B, 1 + N, d), class token first.
+            recompute_inner (bool): keep only the block's input words for the backward pass and
+                recompute the inner transformer there. Its activations (m = 16 words per patch)
+                are about as large as the outer transformer's while it costs a tenth of the
+                FLOPs, so this trades a few percent of training time for much memory.
+        """
         if self.has_inner:
-            words = words + self.drop_path(self.attn_in(self.norm_in(words)))
-            words = words + self.drop_path(self.mlp_in(self.norm_mlp_in(words)))
+            if recompute_inner:
+                words = checkpoint(self.forward_inner, words, use_reentrant=False)
+            else:
+                words = self.forward_inner(words)
             update = self.words_to_sentences(words, sentences.shape[0])
             # The class token gets no word update: prepend a zero row instead of writing into a
             # slice of the activations (in-place updates break autograd and checkpointing).
@@ -295,6 +322,9 @@ class TNT(BaseModule):
         inner_block_indices (Sequence[int], optional): blocks that keep the inner transformer
             (paper Table 5); the others are plain ViT blocks. Defaults to all blocks.
         with_cp (bool): gradient checkpointing of every block, to save memory. Defaults to False.
+        recompute_inner (bool): in training, recompute the inner transformer in the backward
+            pass instead of storing its activations (see :meth:`TNTBlock.forward`); the outputs
+            and gradients are unchanged. Defaults to True.
         init_cfg (dict | list[dict], optional): initialisation; ``dict(type='Pretrained',
             checkpoint=PATH)`` loads a converted checkpoint strictly (see
             :meth:`load_pretrained`). Defaults to None.
@@ -329,6 +359,7 @@ class TNT(BaseModule):
                  with_se: bool = False,
                  inner_block_indices: Optional[Sequence[int]] = None,
                  with_cp: bool = False,
+                 recompute_inner: bool = True,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
@@ -341,6 +372,7 @@ class TNT(BaseModule):
         self.in_channels = in_channels
         self.patch_size = patch_size
         self.with_cp = with_cp
+        self.recompute_inner = recompute_inner
         depth = self.arch_settings['depth']
         inner_dim = self.arch_settings['inner_dim']
         self.embed_dims = outer_dim = self.arch_settings['outer_dim']
@@ -503,11 +535,13 @@ class TNT(BaseModule):
         words, sentences, grid = self.embed(x)
         batch = sentences.shape[0]
         taken = {}
+        saving = self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            if self.with_cp and self.training and torch.is_grad_enabled():
+            if saving and self.with_cp:
                 words, sentences = checkpoint(block, words, sentences, use_reentrant=False)
             else:
-                words, sentences = block(words, sentences)
+                words, sentences = block(words, sentences,
+                                         recompute_inner=saving and self.recompute_inner)
             if i not in self.out_indices:
                 continue
             if self.out_type == 'cls_token':

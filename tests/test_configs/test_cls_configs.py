@@ -1,0 +1,65 @@
+"""ImageNet classification configs: the paper's sizes, the official evaluation, timm's logits."""
+import pytest
+import timm
+import torch
+from helpers import max_abs_diff, randomise_
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.runner import load_checkpoint
+
+from tnt_mm.models.backbones.tnt_convert import convert_state_dict
+
+# config -> (paper params in M, including the official unused outer_tokens of 196 x d)
+CONFIGS = {
+    'configs/tnt_ti_in1k.py': 6.1,
+    'configs/tnt_s_in1k.py': 23.8,
+    'configs/tnt_b_in1k.py': 65.6,
+    'configs/tnt_s_se_in1k.py': 24.7,
+}
+
+
+def build(path):
+    from mmpretrain.registry import MODELS
+    cfg = Config.fromfile(path)
+    init_default_scope(cfg.default_scope)
+    return cfg, MODELS.build(cfg.model)
+
+
+@pytest.mark.parametrize('path,paper_params', CONFIGS.items())
+def test_config_builds_with_the_paper_size(path, paper_params):
+    cfg, model = build(path)
+    params = sum(p.numel() for p in model.parameters())
+    outer_tokens = 196 * model.backbone.embed_dims
+    assert abs((params + outer_tokens) / 1e6 - paper_params) <= 0.05 + 1e-9
+    assert model.backbone.out_type == 'cls_token'
+    assert cfg.auto_scale_lr.base_batch_size == 1024
+
+
+def test_recipe_and_official_evaluation():
+    cfg = Config.fromfile('configs/tnt_s_in1k.py')
+    assert cfg.data_preprocessor.mean == [127.5] * 3 and cfg.data_preprocessor.std == [127.5] * 3
+    resize, crop = cfg.test_pipeline[1], cfg.test_pipeline[2]
+    assert (resize.type, resize.scale, resize.interpolation) == ('ResizeEdge', 248, 'bicubic')
+    assert (crop.type, crop.crop_size) == ('CenterCrop', 224)
+    assert abs(224 / 248 - 0.9) < 0.01  # the official crop ratio
+    assert cfg.optim_wrapper.optimizer.lr == 1e-3 and cfg.train_cfg.max_epochs == 300
+    assert cfg.train_dataloader.sampler.type == 'RepeatAugSampler'
+    assert [a.type for a in cfg.model.train_cfg.augments] == ['Mixup', 'CutMix']
+    assert {'.cls_token', '.patch_pos', '.pixel_pos'} <= set(cfg.optim_wrapper.paramwise_cfg
+                                                             .custom_keys)
+    assert any(h.type == 'EMAHook' and h.momentum == 4e-5 for h in cfg.custom_hooks)
+
+
+@pytest.mark.parametrize('path,name', [('configs/tnt_s_in1k.py', 'tnt_s_patch16_224'),
+                                       ('configs/tnt_b_in1k.py', 'tnt_b_patch16_224')])
+def test_logits_equal_timm(path, name, tmp_path):
+    reference = randomise_(timm.create_model(name)).eval()
+    state, meta = convert_state_dict(reference.state_dict())
+    checkpoint = tmp_path / 'converted.pth'
+    torch.save(dict(state_dict=state, meta=meta), checkpoint)
+    _, model = build(path)
+    load_checkpoint(model, str(checkpoint), strict=True)  # backbone and head, every key
+    model.eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert max_abs_diff(model(x, mode='tensor'), reference(x)) <= 1e-4

@@ -1,0 +1,22 @@
+"""Config set-up shared by the command-line tools."""
+import os.path as osp
+from typing import Optional
+
+from mmengine.config import Config
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optional[str] = None,
+                launcher: str = 'none') -> Config:
+    """Read a config the way every tool does: apply ``--cfg-options``, pick the work dir
+    (``./work_dirs/<config name>`` by default), and make sure the checkpoints written or read
+    go through :class:`tnt_mm.engine.SafeCheckpointHook`."""
+    cfg = Config.fromfile(path)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join(
+        './work_dirs', osp.splitext(osp.basename(path))[0])
+    hooks = cfg.get('custom_hooks') or []
+    if not any(str(h.get('type', '')).endswith('SafeCheckpointHook') for h in hooks):
+        cfg.custom_hooks = [*hooks, dict(type='tnt_mm.SafeCheckpointHook')]
+    return cfg

@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint with a tnt_mm config: top-1/top-5, COCO AP or mIoU, by the config.
+
+    python tools/test.py configs/tnt_s_in1k.py checkpoints/tnt_s_official.pth
+    python tools/test.py CONFIG CKPT --out results.pkl --show-dir vis/
+
+The metrics come from the config's evaluator (mmpretrain Accuracy, mmdet CocoMetric, mmseg
+IoUMetric). ``--out`` is written to a temporary file and renamed when complete.
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from tnt_mm.utils.config import load_config
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Evaluate a checkpoint with a tnt_mm config')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint to evaluate')
+    parser.add_argument('--work-dir', help='where the evaluation log goes')
+    parser.add_argument('--out', help='also dump the predictions to this pickle file')
+    parser.add_argument('--show-dir', help='draw predictions into this folder '
+                        '(under the work dir)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.out and not args.out.endswith(('.pkl', '.pickle')):
+        parser.error(f'--out {args.out}: the predictions are dumped as a pickle; name the file '
+                     f'*.pkl')
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def build_config(args) -> Config:
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    cfg.load_from = args.checkpoint
+    if args.show_dir:
+        visualization = cfg.default_hooks.get('visualization')
+        if visualization is None:
+            raise SystemExit(f'--show-dir: {args.config} has no visualization hook')
+        kind = str(visualization.get('type', ''))
+        if 'Det' in kind:  # mmdet DetVisualizationHook
+            visualization.update(draw=True, test_out_dir=args.show_dir)
+        elif 'Seg' in kind:  # mmseg SegVisualizationHook draws through the visualizer
+            visualization.update(draw=True)
+            cfg.visualizer['save_dir'] = args.show_dir
+        else:  # mmpretrain VisualizationHook
+            visualization.update(enable=True, out_dir=args.show_dir)
+    return cfg
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    cfg = build_config(args)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if args.out:
+        from mmengine.evaluator import DumpResults
+        # written under a temporary name, renamed when complete (mmengine wants *.pkl)
+        tmp = osp.splitext(args.out)[0] + '.partial.pkl'
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=tmp))
+    metrics = runner.test()
+    if args.out:
+        os.replace(tmp, args.out)
+    if runner.rank == 0:
+        print(format_metrics(metrics))
+    return metrics
+
+
+def format_metrics(metrics: dict) -> str:
+    lines = ['| metric | value |', '|---|---|']
+    lines += [f'| {name} | {value:.4g} |' if isinstance(value, float) else f'| {name} | {value} |'
+              for name, value in metrics.items()]
+    return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+    main()
