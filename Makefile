@@ -17,7 +17,7 @@ demo: install
 demo-cls: install
 	test -d data/shapes_cls || $(RUN) tools/data/make_shapes.py imagenet data/shapes_cls
 	$(RUN) tools/train.py configs/demo/cls_shapes.py --work-dir work_dirs/demo_cls
-	$(RUN) tools/test.py configs/demo/cls_shapes.py work_dirs/demo_cls/epoch_12.pth \
+	$(RUN) tools/test.py configs/demo/cls_shapes.py work_dirs/demo_cls/epoch_30.pth \
 		--work-dir work_dirs/demo_cls
 
 test: install

@@ -11,11 +11,11 @@ import argparse
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from tnt_mm.utils.config import load_config
+from tnt_mm.utils.config import add_runner_args, export_local_rank, load_config
 
 
 def parse_args(argv=None):
@@ -26,17 +26,12 @@ def parse_args(argv=None):
     parser.add_argument('--out', help='also dump the predictions to this pickle file')
     parser.add_argument('--show-dir', help='draw predictions into this folder '
                         '(under the work dir)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_runner_args(parser)
     args = parser.parse_args(argv)
     if args.out and not args.out.endswith(('.pkl', '.pickle')):
         parser.error(f'--out {args.out}: the predictions are dumped as a pickle; name the file '
                      f'*.pkl')
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    export_local_rank(args)
     return args
 
 

@@ -9,13 +9,12 @@ does the rest. Checkpoints are written so that they load with ``weights_only=Tru
 (``tnt_mm.SafeCheckpointHook`` is added when the config lacks it).
 """
 import argparse
-import os
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from tnt_mm.utils.config import load_config
+from tnt_mm.utils.config import add_runner_args, export_local_rank, load_config
 
 
 def parse_args(argv=None):
@@ -30,14 +29,9 @@ def parse_args(argv=None):
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the real total batch size '
                         '(auto_scale_lr.base_batch_size in the config)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. train_cfg.max_epochs=1')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_runner_args(parser)
     args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    export_local_rank(args)
     return args
 
 

@@ -17,7 +17,8 @@ visualize = load_tool('tools/visualize_attention.py')
 TOY = ['train_cfg.max_epochs=2', 'train_cfg.val_interval=1', 'train_dataloader.num_workers=0',
        'val_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
        'val_dataloader.persistent_workers=False', 'train_dataloader.batch_size=12',
-       'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=3']
+       'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=3',
+       'param_scheduler.0.end=1', 'param_scheduler.1.begin=1']
 
 
 @pytest.fixture(scope='module')
@@ -75,13 +76,14 @@ def test_classifier_checkpoint_initialises_a_detector(trained):
     checkpoint = osp.join(work_dir, 'epoch_2.pth')
     cfg = Config.fromfile(osp.join(osp.dirname(mmdet.__file__),
                                    '.mim/configs/faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'))
-    cfg.model.backbone = dict(type='tnt_mm.TNT', arch='tiny',
+    arch = Config.fromfile('configs/demo/cls_shapes.py').model.backbone.arch  # 6 blocks
+    cfg.model.backbone = dict(type='tnt_mm.TNT', arch=dict(arch), out_indices=(1, 2, 4, 5),
                               init_cfg=dict(type='Pretrained', checkpoint=checkpoint))
     cfg.model.neck.in_channels = [192] * 4
     detector = MODELS.build(cfg.model)
     detector.init_weights()
     trained_state = torch.load(checkpoint, weights_only=True)['state_dict']
-    assert torch.equal(detector.backbone.blocks[5].mlp.fc1.weight,
+    assert torch.equal(detector.backbone.blocks[5].mlp.fc1.weight,  # the last block
                        trained_state['backbone.blocks.5.mlp.fc1.weight'])
     assert detector.backbone.patch_pos.shape == (1, 1 + 14 * 14, 192)
     detector.eval()
@@ -97,7 +99,7 @@ def test_attention_pictures(trained, tmp_path):
     make_shapes.textured_background(np.random.default_rng(1), 48, 80).save(image)
     written = visualize.main(['configs/demo/cls_shapes.py', osp.join(work_dir, 'epoch_2.pth'),
                               str(image), '--out-dir', str(tmp_path / 'vis'), '--blocks', '1',
-                              '12', '--cfg-options', 'model.backbone.pretrain_img_size=32'])
+                              '6', '--cfg-options', 'model.backbone.pretrain_img_size=32'])
     assert [osp.basename(p) for p in written] == ['inner_attention.png', 'outer_attention.png',
                                                   'cls_attention.png']
     for path in written:

@@ -1,8 +1,9 @@
 """Config set-up shared by the command-line tools."""
+import os
 import os.path as osp
 from typing import Optional
 
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optional[str] = None,
@@ -20,3 +21,18 @@ def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optiona
     if not any(str(h.get('type', '')).endswith('SafeCheckpointHook') for h in hooks):
         cfg.custom_hooks = [*hooks, dict(type='tnt_mm.SafeCheckpointHook')]
     return cfg
+
+
+def add_runner_args(parser) -> None:
+    """The arguments every runner tool shares: ``--cfg-options``, ``--launcher`` and the
+    ``--local_rank`` that older launchers pass (exported as ``LOCAL_RANK``, see
+    :func:`export_local_rank`)."""
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. train_cfg.max_epochs=1')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def export_local_rank(args) -> None:
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))

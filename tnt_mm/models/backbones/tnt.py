@@ -499,10 +499,6 @@ class TNT(BaseModule):
             return
         super().init_weights()
 
-    def no_weight_decay(self) -> set:
-        """Parameter names that the paper's recipe trains without weight decay."""
-        return {'cls_token', 'patch_pos', 'pixel_pos'}
-
     # ------------------------------------------------------------------ forward
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4:
