@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""Generate a synthetic dataset of coloured shapes on textured backgrounds, in real formats.
+
+    python tools/data/make_shapes.py imagenet data/shapes_cls    # mmpretrain folder layout
+
+Deterministic: the same seed writes the same files. Layouts:
+
+- ``imagenet``: ``{train,val}/<class>/<name>.png`` and ``meta/{train,val}.txt`` (lines
+  ``<class>/<name>.png <label>``), which mmpretrain's ``ImageNet`` / ``CustomDataset`` read;
+  ``meta/classes.txt`` lists the classes. One shape per image; the shape is the label.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import shutil
+from typing import List, Tuple
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+CLASSES = ('circle', 'square', 'triangle', 'cross', 'ring', 'star')
+
+
+def star_points(cx: float, cy: float, radius: float, angle: float) -> List[Tuple[float, float]]:
+    points = []
+    for i in range(10):
+        r = radius if i % 2 == 0 else radius * 0.45
+        a = angle + i * np.pi / 5
+        points.append((cx + r * np.cos(a), cy + r * np.sin(a)))
+    return points
+
+
+def polygon_of(name: str, cx: float, cy: float, radius: float,
+               angle: float) -> List[Tuple[float, float]]:
+    """Outline of a shape, as a polygon (circles and rings are sampled)."""
+    if name in ('circle', 'ring'):
+        a = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+        return list(zip(cx + radius * np.cos(a), cy + radius * np.sin(a)))
+    if name == 'square':
+        a = angle + np.pi / 4 + np.arange(4) * np.pi / 2
+        return list(zip(cx + radius * np.cos(a), cy + radius * np.sin(a)))
+    if name == 'triangle':
+        a = angle - np.pi / 2 + np.arange(3) * 2 * np.pi / 3
+        return list(zip(cx + radius * np.cos(a), cy + radius * np.sin(a)))
+    if name == 'star':
+        return star_points(cx, cy, radius, angle)
+    if name == 'cross':
+        w = radius * 0.35
+        base = [(-w, -radius), (w, -radius), (w, -w), (radius, -w), (radius, w), (w, w),
+                (w, radius), (-w, radius), (-w, w), (-radius, w), (-radius, -w), (-w, -w)]
+        c, s = np.cos(angle), np.sin(angle)
+        return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in base]
+    raise ValueError(f'unknown shape {name!r}; known: {CLASSES}')
+
+
+def textured_background(rng: np.random.Generator, height: int, width: int) -> Image.Image:
+    """Low-saturation texture (smooth grey noise, a slight tint, stripes): a background the
+    model must learn to ignore, which never takes the saturated colours of the shapes."""
+    coarse = rng.uniform(70, 190, size=(max(2, height // 16), max(2, width // 16), 1))
+    grey = Image.fromarray(coarse[..., 0].astype(np.uint8)).resize((width, height), Image.BICUBIC)
+    array = np.repeat(np.asarray(grey, dtype=np.float32)[..., None], 3, axis=-1)
+    array += rng.uniform(-12, 12, size=3)  # tint
+    period = rng.uniform(6, 20)
+    yy, xx = np.mgrid[0:height, 0:width]
+    theta = rng.uniform(0, np.pi)
+    stripes = 15 * np.sin((xx * np.cos(theta) + yy * np.sin(theta)) * 2 * np.pi / period)
+    array += stripes[..., None] + rng.normal(0, 5, size=array.shape)
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+
+
+def draw_shape(image: Image.Image, rng: np.random.Generator, name: str, cx: float, cy: float,
+               radius: float) -> List[Tuple[float, float]]:
+    """Draw one shape in a saturated random colour; return its outline polygon."""
+    draw = ImageDraw.Draw(image)
+    colour = tuple(int(v) for v in rng.integers(0, 256, size=3))
+    while max(colour) - min(colour) < 140:  # saturated: stands out of the grey texture
+        colour = tuple(int(v) for v in rng.integers(0, 256, size=3))
+    polygon = polygon_of(name, cx, cy, radius, rng.uniform(0, 2 * np.pi))
+    background = image.copy() if name == 'ring' else None
+    draw.polygon(polygon, fill=colour)
+    if name == 'ring':  # the hole shows the background again
+        hole = Image.new('L', image.size, 0)
+        ImageDraw.Draw(hole).polygon(polygon_of('circle', cx, cy, radius * 0.55, 0.0), fill=255)
+        image.paste(background, mask=hole)
+    return polygon
+
+
+def make_imagenet(out_dir: str, num_train: int, num_val: int, size: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    os.makedirs(osp.join(out_dir, 'meta'), exist_ok=True)
+    counts = {}
+    for split, count in (('train', num_train), ('val', num_val)):
+        lines = []
+        for index in range(count):
+            label = index % len(CLASSES)  # balanced classes
+            name = CLASSES[label]
+            image = textured_background(rng, size, size)
+            radius = rng.uniform(0.22, 0.4) * size
+            cx, cy = rng.uniform(radius, size - radius, size=2)
+            draw_shape(image, rng, name, cx, cy, radius)
+            relative = f'{name}/{split}_{index:05d}.png'
+            os.makedirs(osp.join(out_dir, split, name), exist_ok=True)
+            image.save(osp.join(out_dir, split, relative))
+            lines.append(f'{relative} {label}')
+        with open(osp.join(out_dir, 'meta', f'{split}.txt'), 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+        counts[split] = count
+    with open(osp.join(out_dir, 'meta', 'classes.txt'), 'w') as f:
+        f.write('\n'.join(CLASSES) + '\n')
+    return counts
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('layout', choices=['imagenet'], help='dataset format to write')
+    parser.add_argument('out_dir', help='dataset root to (re)create')
+    parser.add_argument('--num-train', type=int, default=1200)
+    parser.add_argument('--num-val', type=int, default=300)
+    parser.add_argument('--size', type=int, default=64, help='image side in pixels')
+    parser.add_argument('--seed', type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.num_train <= 0 or args.num_val <= 0 or args.size < 16:
+        parser.error('--num-train and --num-val must be positive and --size at least 16')
+    # Build beside the target and rename: an interrupted run leaves no half dataset behind.
+    partial = args.out_dir.rstrip('/') + '.partial'
+    shutil.rmtree(partial, ignore_errors=True)
+    counts = make_imagenet(partial, args.num_train, args.num_val, args.size, args.seed)
+    with open(osp.join(partial, 'meta', 'info.json'), 'w') as f:
+        json.dump(dict(layout=args.layout, classes=CLASSES, size=args.size, seed=args.seed,
+                       **counts), f, indent=1)
+    shutil.rmtree(args.out_dir, ignore_errors=True)
+    os.replace(partial, args.out_dir)
+    print(f'wrote {args.out_dir}: {counts} images of {len(CLASSES)} classes, '
+          f'{args.size}x{args.size}, seed {args.seed}')
+
+
+if __name__ == '__main__':
+    main()
