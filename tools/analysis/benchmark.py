@@ -17,6 +17,7 @@ and DeiT have none) and the normalised class token at 224.
 import argparse
 import json
 import os
+import os.path as osp
 import statistics
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from typing import Callable, Dict, List
 
 import torch
 
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DETECTION_SIZE = (800, 1216)
 OURS = 'tnt_mm TNT-S'
 SMALL = (OURS, 'timm TNT-S', 'timm DeiT-S')
@@ -138,6 +140,51 @@ def child(name: str, device: str) -> None:
     print(json.dumps(dict(peak_gb=peak)))
 
 
+def detector_child(with_cp: bool, device: str) -> None:
+    """One Faster R-CNN TNT-S train step at 800x1333 after a warm-up step: time and peak."""
+    from mmdet.registry import MODELS
+    from mmdet.testing import demo_mm_inputs
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/faster_rcnn_tnt_s_fpn.py'))
+    cfg.model.backbone.update(init_cfg=None, with_cp=with_cp)
+    init_default_scope('mmdet')
+    model = MODELS.build(cfg.model).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    torch.manual_seed(0)
+    packed = demo_mm_inputs(batch_size=1, image_shapes=[(3, 800, 1333)], num_items=[8],
+                            num_classes=80, device=device)
+
+    def step():
+        data = model.data_preprocessor(packed, True)
+        losses = model(**data, mode='loss')
+        loss = sum(x.sum() for k, v in losses.items() if 'loss' in k
+                   for x in (v if isinstance(v, (list, tuple)) else [v]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    step()
+    seconds = timed(step, device)
+    if device == 'cuda':
+        peak = torch.cuda.max_memory_allocated() / 1e9
+    else:
+        with open('/proc/self/status') as f:
+            peak = next(int(line.split()[1]) for line in f if line.startswith('VmHWM')) / 1e6
+    print(json.dumps(dict(seconds=seconds, peak_gb=peak)))
+
+
+def detector_table(device: str) -> None:
+    print('\nFaster R-CNN + FPN, TNT-S, one training step (AdamW) at 800x1333, batch 1:')
+    print('| backbone | step s | peak GB |')
+    print('|---|---|---|')
+    for with_cp in (False, True):
+        out = subprocess.run([sys.executable, __file__, '--detector-child', str(int(with_cp)),
+                              '--device', device], capture_output=True, text=True, check=True)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f'| TNT-S{" with_cp" if with_cp else ""} | {result["seconds"]:.2f} '
+              f'| {result["peak_gb"]:.2f} |')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--rounds', type=int, default=5, help='timed rounds per figure')
@@ -148,10 +195,22 @@ def main() -> None:
     parser.add_argument('--compile', action='store_true',
                         help='add a row for tnt_mm TNT-S under torch.compile (forward only; '
                         'the compile time is printed, not timed)')
+    parser.add_argument('--detector', action='store_true',
+                        help='also time a Faster R-CNN TNT-S training step at 800x1333, with and '
+                        'without with_cp (separate processes)')
+    parser.add_argument('--only-detector', action='store_true',
+                        help='run only the Faster R-CNN training-step measurement')
     parser.add_argument('--child', help=argparse.SUPPRESS)
+    parser.add_argument('--detector-child', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.device)
+        return
+    if args.detector_child is not None:
+        detector_child(bool(args.detector_child), args.device)
+        return
+    if args.only_detector:
+        detector_table(args.device)
         return
     device = args.device
     print(f'device: {device}, threads: {torch.get_num_threads()}, torch {torch.__version__}, '
@@ -221,6 +280,8 @@ def main() -> None:
             shared = [c for c in columns if c in results[mine]]
             ratios = ', '.join(f'{c} {results[mine][c] / results[other][c]:.2f}x' for c in shared)
             print(f'{mine} / {other}: {ratios}')
+    if args.detector:
+        detector_table(device)
 
 
 if __name__ == '__main__':
