@@ -16,6 +16,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from tnt_mm.utils.config import add_runner_args, export_local_rank, load_config
+from tnt_mm.utils.dist import prepare_cpu_distributed
 
 
 def parse_args(argv=None):
@@ -56,6 +57,7 @@ def build_config(args) -> Config:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg = build_config(args)
+    prepare_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out:
         from mmengine.evaluator import DumpResults

@@ -15,6 +15,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from tnt_mm.utils.config import add_runner_args, export_local_rank, load_config
+from tnt_mm.utils.dist import prepare_cpu_distributed
 
 
 def parse_args(argv=None):
@@ -54,6 +55,7 @@ def build_config(args) -> Config:
 def main(argv=None) -> None:
     args = parse_args(argv)
     cfg = build_config(args)
+    prepare_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 
