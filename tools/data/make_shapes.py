@@ -2,12 +2,16 @@
 """Generate a synthetic dataset of coloured shapes on textured backgrounds, in real formats.
 
     python tools/data/make_shapes.py imagenet data/shapes_cls    # mmpretrain folder layout
+    python tools/data/make_shapes.py coco data/shapes_coco        # COCO boxes and masks
 
 Deterministic: the same seed writes the same files. Layouts:
 
 - ``imagenet``: ``{train,val}/<class>/<name>.png`` and ``meta/{train,val}.txt`` (lines
   ``<class>/<name>.png <label>``), which mmpretrain's ``ImageNet`` / ``CustomDataset`` read;
   ``meta/classes.txt`` lists the classes. One shape per image; the shape is the label.
+- ``coco``: ``{train,val}2017/<id>.png`` and ``annotations/instances_{train,val}2017.json``
+  with boxes and polygon masks, as mmdet's ``CocoDataset`` reads COCO. 1-4 shapes per image,
+  placed so that they do not overlap.
 """
 import argparse
 import json
@@ -111,13 +115,69 @@ def make_imagenet(out_dir: str, num_train: int, num_val: int, size: int, seed: i
     return counts
 
 
+def _place(rng: np.random.Generator, size: Tuple[int, int], placed: list,
+           tries: int = 50):
+    """A (cx, cy, radius) inside the image that overlaps no placed shape, or None."""
+    height, width = size
+    for _ in range(tries):
+        radius = rng.uniform(0.08, 0.2) * min(height, width)
+        cx, cy = rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)
+        if all((cx - x) ** 2 + (cy - y) ** 2 > (radius + r + 2) ** 2 for x, y, r in placed):
+            return cx, cy, radius
+    return None
+
+
+def make_coco(out_dir: str, num_train: int, num_val: int, size: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    os.makedirs(osp.join(out_dir, 'annotations'), exist_ok=True)
+    categories = [dict(id=i + 1, name=name, supercategory='shape')
+                  for i, name in enumerate(CLASSES)]
+    counts = {}
+    for split, count in (('train', num_train), ('val', num_val)):
+        folder = f'{split}2017'
+        os.makedirs(osp.join(out_dir, folder), exist_ok=True)
+        images, annotations = [], []
+        height, width = size, int(size * 4 / 3)  # not square, as real photographs
+        for image_id in range(1, count + 1):
+            image = textured_background(rng, height, width)
+            placed = []
+            for _ in range(int(rng.integers(1, 5))):
+                spot = _place(rng, (height, width), placed)
+                if spot is None:
+                    break
+                label = int(rng.integers(len(CLASSES)))
+                polygon = draw_shape(image, rng, CLASSES[label], *spot)
+                placed.append(spot)
+                xs = np.clip([x for x, _ in polygon], 0, width)
+                ys = np.clip([y for _, y in polygon], 0, height)
+                box = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min()),
+                       float(ys.max() - ys.min())]
+                # shoelace area of the outline (the ring's hole is ignored, as COCO crowds are)
+                area = 0.5 * abs(float(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1))))
+                annotations.append(dict(
+                    id=len(annotations) + 1, image_id=image_id, category_id=label + 1,
+                    bbox=box, area=area, iscrowd=0,
+                    segmentation=[[float(v) for point in zip(xs, ys) for v in point]]))
+            file_name = f'{image_id:06d}.png'
+            image.save(osp.join(out_dir, folder, file_name))
+            images.append(dict(id=image_id, file_name=file_name, height=height, width=width))
+        with open(osp.join(out_dir, 'annotations', f'instances_{folder}.json'), 'w') as f:
+            json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+        counts[split] = count
+    return counts
+
+
+MAKERS = {'imagenet': make_imagenet, 'coco': make_coco}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('layout', choices=['imagenet'], help='dataset format to write')
+    parser.add_argument('layout', choices=sorted(MAKERS), help='dataset format to write')
     parser.add_argument('out_dir', help='dataset root to (re)create')
     parser.add_argument('--num-train', type=int, default=1200)
     parser.add_argument('--num-val', type=int, default=300)
-    parser.add_argument('--size', type=int, default=64, help='image side in pixels')
+    parser.add_argument('--size', type=int, default=64,
+                        help='image side (imagenet) or height (coco, width 4/3 of it) in pixels')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
     if args.num_train <= 0 or args.num_val <= 0 or args.size < 16:
@@ -125,14 +185,16 @@ def main(argv=None) -> None:
     # Build beside the target and rename: an interrupted run leaves no half dataset behind.
     partial = args.out_dir.rstrip('/') + '.partial'
     shutil.rmtree(partial, ignore_errors=True)
-    counts = make_imagenet(partial, args.num_train, args.num_val, args.size, args.seed)
-    with open(osp.join(partial, 'meta', 'info.json'), 'w') as f:
+    counts = MAKERS[args.layout](partial, args.num_train, args.num_val, args.size, args.seed)
+    with open(osp.join(partial, 'info.json'), 'w') as f:
         json.dump(dict(layout=args.layout, classes=CLASSES, size=args.size, seed=args.seed,
                        **counts), f, indent=1)
     shutil.rmtree(args.out_dir, ignore_errors=True)
     os.replace(partial, args.out_dir)
-    print(f'wrote {args.out_dir}: {counts} images of {len(CLASSES)} classes, '
-          f'{args.size}x{args.size}, seed {args.seed}')
+    shape = f'{args.size}x{args.size}' if args.layout == 'imagenet' else \
+        f'{args.size}x{int(args.size * 4 / 3)}'
+    print(f'wrote {args.out_dir}: {counts} images of {len(CLASSES)} classes, {shape} (HxW), '
+          f'seed {args.seed}')
 
 
 if __name__ == '__main__':
