@@ -1,0 +1,3 @@
+from .feature_pool import FeaturePool
+
+__all__ = ['FeaturePool']
