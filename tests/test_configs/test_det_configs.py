@@ -17,6 +17,12 @@ CONFIGS = {
 }
 
 
+def total_loss(losses: dict) -> torch.Tensor:
+    """Sum mmdet's loss dict (entries may be lists, one per FPN level or decoder layer)."""
+    return sum(x.sum() for name, value in losses.items() if 'loss' in name
+               for x in (value if isinstance(value, (list, tuple)) else [value]))
+
+
 def build(path, **backbone):
     from mmdet.registry import MODELS
     cfg = Config.fromfile(path)
@@ -44,8 +50,7 @@ def test_faster_rcnn_train_step_and_predict():
     model.train()
     data = model.data_preprocessor(packed, True)
     losses = model(**data, mode='loss')
-    total = sum(v.sum() for k, v in losses.items() if 'loss' in k
-                for v in (v if isinstance(v, (list, tuple)) else [v]))
+    total = total_loss(losses)
     assert torch.isfinite(total)
     total.backward()
     assert model.backbone.blocks[0].attn_in.qk.weight.grad is not None
@@ -67,8 +72,7 @@ def test_detr_train_step_and_predict():
     feats = model.extract_feat(data['inputs'])
     assert tuple(feats[0].shape[-2:]) == (5, 7)  # 160x224 padded batch / 32
     losses = model(**data, mode='loss')
-    total = sum(v.sum() for k, v in losses.items() if 'loss' in k
-                for v in (v if isinstance(v, (list, tuple)) else [v]))
+    total = total_loss(losses)
     total.backward()
     assert torch.isfinite(total) and model.backbone.blocks[-1].mlp.fc2.weight.grad is not None
     model.eval()
