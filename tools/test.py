@@ -12,11 +12,9 @@ import os
 import os.path as osp
 
 from mmengine.config import Config
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 from tnt_mm.utils.config import add_runner_args, export_local_rank, load_config
-from tnt_mm.utils.dist import prepare_cpu_distributed
+from tnt_mm.utils.dist import build_runner
 
 
 def parse_args(argv=None):
@@ -57,17 +55,16 @@ def build_config(args) -> Config:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg = build_config(args)
-    prepare_cpu_distributed(cfg)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     if args.out:
         from mmengine.evaluator import DumpResults
         # written under a temporary name, renamed when complete (mmengine wants *.pkl)
         tmp = osp.splitext(args.out)[0] + '.partial.pkl'
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=tmp))
     metrics = runner.test()
-    if args.out:
-        os.replace(tmp, args.out)
-    if runner.rank == 0:
+    if runner.rank == 0:  # DumpResults writes on rank 0 only
+        if args.out:
+            os.replace(tmp, args.out)
         print(format_metrics(metrics))
     return metrics
 

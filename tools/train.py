@@ -11,11 +11,9 @@ does the rest. Checkpoints are written so that they load with ``weights_only=Tru
 import argparse
 
 from mmengine.config import Config
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 from tnt_mm.utils.config import add_runner_args, export_local_rank, load_config
-from tnt_mm.utils.dist import prepare_cpu_distributed
+from tnt_mm.utils.dist import build_runner
 
 
 def parse_args(argv=None):
@@ -55,8 +53,7 @@ def build_config(args) -> Config:
 def main(argv=None) -> None:
     args = parse_args(argv)
     cfg = build_config(args)
-    prepare_cpu_distributed(cfg)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     runner.train()
 
 

@@ -17,12 +17,6 @@ CONFIGS = {
 }
 
 
-def total_loss(losses: dict) -> torch.Tensor:
-    """Sum mmdet's loss dict (entries may be lists, one per FPN level or decoder layer)."""
-    return sum(x.sum() for name, value in losses.items() if 'loss' in name
-               for x in (value if isinstance(value, (list, tuple)) else [value]))
-
-
 def build(path, **backbone):
     from mmdet.registry import MODELS
     cfg = Config.fromfile(path)
@@ -30,6 +24,22 @@ def build(path, **backbone):
     cfg.model.backbone.update(backbone)
     init_default_scope(cfg.default_scope)
     return cfg, MODELS.build(cfg.model)
+
+
+def train_step_then_predict(model):
+    """One loss + backward on two small images, then predictions: (data, loss, results)."""
+    from mmdet.testing import demo_mm_inputs
+    torch.manual_seed(0)
+    packed = demo_mm_inputs(batch_size=2, image_shapes=[(3, 160, 224), (3, 128, 192)],
+                            num_items=[3, 2], num_classes=80)
+    model.train()
+    data = model.data_preprocessor(packed, True)
+    loss, _ = model.parse_losses(model(**data, mode='loss'))
+    loss.backward()
+    model.eval()
+    with torch.no_grad():
+        results = model(**model.data_preprocessor(packed, False), mode='predict')
+    return data, loss, results
 
 
 @pytest.mark.parametrize('path,params', CONFIGS.items())
@@ -42,40 +52,19 @@ def test_builds_with_the_expected_size(path, params):
 
 
 def test_faster_rcnn_train_step_and_predict():
-    from mmdet.testing import demo_mm_inputs
-    torch.manual_seed(0)
     _, model = build('configs/faster_rcnn_tnt_ti_fpn.py')
-    packed = demo_mm_inputs(batch_size=2, image_shapes=[(3, 160, 224), (3, 128, 192)],
-                            num_items=[3, 2], num_classes=80)
-    model.train()
-    data = model.data_preprocessor(packed, True)
-    losses = model(**data, mode='loss')
-    total = total_loss(losses)
-    assert torch.isfinite(total)
-    total.backward()
+    _, loss, results = train_step_then_predict(model)
+    assert torch.isfinite(loss)
     assert model.backbone.blocks[0].attn_in.qk.weight.grad is not None
-    model.eval()
-    with torch.no_grad():
-        results = model(**model.data_preprocessor(packed, False), mode='predict')
     assert len(results) == 2 and hasattr(results[0], 'pred_instances')
 
 
 def test_detr_train_step_and_predict():
     """DETR sees the last block at stride 32 (2x2 average pool) and trains a step."""
-    from mmdet.testing import demo_mm_inputs
-    torch.manual_seed(0)
     _, model = build('configs/detr_tnt_s.py')
-    packed = demo_mm_inputs(batch_size=2, image_shapes=[(3, 160, 224), (3, 128, 192)],
-                            num_items=[3, 2], num_classes=80)
-    model.train()
-    data = model.data_preprocessor(packed, True)
-    feats = model.extract_feat(data['inputs'])
-    assert tuple(feats[0].shape[-2:]) == (5, 7)  # 160x224 padded batch / 32
-    losses = model(**data, mode='loss')
-    total = total_loss(losses)
-    total.backward()
-    assert torch.isfinite(total) and model.backbone.blocks[-1].mlp.fc2.weight.grad is not None
-    model.eval()
+    data, loss, results = train_step_then_predict(model)
     with torch.no_grad():
-        results = model(**model.data_preprocessor(packed, False), mode='predict')
+        feats = model.extract_feat(data['inputs'])
+    assert tuple(feats[0].shape[-2:]) == (5, 7)  # 160x224 padded batch / 32
+    assert torch.isfinite(loss) and model.backbone.blocks[-1].mlp.fc2.weight.grad is not None
     assert len(results) == 2 and len(results[0].pred_instances) == 100

@@ -26,3 +26,11 @@ def prepare_cpu_distributed(cfg: Config) -> bool:
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
     return True
+
+
+def build_runner(cfg: Config):
+    """Build the mmengine Runner for ``cfg``, taking the CPU distributed path when needed."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    prepare_cpu_distributed(cfg)
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

@@ -157,9 +157,7 @@ def detector_child(with_cp: bool, device: str) -> None:
 
     def step():
         data = model.data_preprocessor(packed, True)
-        losses = model(**data, mode='loss')
-        loss = sum(x.sum() for k, v in losses.items() if 'loss' in k
-                   for x in (v if isinstance(v, (list, tuple)) else [v]))
+        loss, _ = model.parse_losses(model(**data, mode='loss'))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

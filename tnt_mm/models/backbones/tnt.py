@@ -77,13 +77,18 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
+    def query_key(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, C) -> q, k, each (B, heads, L, C/heads)."""
+        batch, tokens, dim = x.shape
+        # (B, L, 2C) -> (2, B, heads, L, C/heads)
+        return self.qk(x).reshape(batch, tokens, 2, self.num_heads,
+                                  dim // self.num_heads).permute(2, 0, 3, 1, 4)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
-        head_dim = dim // self.num_heads
-        # (B, L, 2C) -> (2, B, heads, L, C/heads)
-        q, k = self.qk(x).reshape(batch, tokens, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
+        q, k = self.query_key(x)
         # (B, L, C) -> (B, heads, L, C/heads)
-        v = self.v(x).reshape(batch, tokens, self.num_heads, head_dim).transpose(1, 2)
+        v = self.v(x).reshape(batch, tokens, self.num_heads, dim // self.num_heads).transpose(1, 2)
         x = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.attn_drop if self.training else 0.)
         # (B, heads, L, C/heads) -> (B, L, C)
@@ -97,10 +102,8 @@ class Attention(nn.Module):
         The fused kernel in :meth:`forward` never forms them; this recomputes them for
         inspection (``tools/visualize_attention.py``).
         """
-        batch, tokens, dim = x.shape
-        head_dim = dim // self.num_heads
-        q, k = self.qk(x).reshape(batch, tokens, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
-        return (q @ k.transpose(-2, -1) * head_dim ** -0.5).softmax(dim=-1)
+        q, k = self.query_key(x)
+        return (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)
 
 
 class Mlp(nn.Module):
