@@ -5,12 +5,25 @@ PYTHON := $(VENV)/bin/python
 THREADS ?= 2
 RUN    := OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(PYTHON)
 
-.PHONY: install demo demo-cls test flops bench clean
+.PHONY: install demo demo-backbone demo-cls demo-seg test flops bench clean
 
 install:
 	bash tools/install.sh
 
+# The main job: Faster R-CNN + FPN with a small TNT, trained through mmdet on generated shapes
+# (COCO layout), evaluated with COCO AP, predictions drawn in work_dirs/demo_det/predictions.png.
+DET_DATA := data/shapes_coco
+DET_CKPT := work_dirs/demo_det/epoch_12.pth
 demo: install
+	test -f $(DET_DATA)/info.json || $(RUN) tools/data/make_shapes.py coco $(DET_DATA) --size 96 \
+		--num-train 1600 --num-val 200
+	$(RUN) tools/train.py configs/demo/det_shapes.py --work-dir work_dirs/demo_det
+	$(RUN) tools/test.py configs/demo/det_shapes.py $(DET_CKPT) --work-dir work_dirs/demo_det
+	$(RUN) tools/demo/detect_image.py configs/demo/det_shapes.py $(DET_CKPT) \
+		$(DET_DATA)/val2017/00000[1-8].png --out work_dirs/demo_det/predictions.png
+
+# TNT-S on a generated image: the pyramid's shapes and strides, and the params/FLOPs table.
+demo-backbone: install
 	$(RUN) tools/demo/backbone_demo.py
 
 # Classification demo: TNT-Ti trained through mmpretrain on generated shapes, then top-1.
@@ -19,6 +32,15 @@ demo-cls: install
 	$(RUN) tools/train.py configs/demo/cls_shapes.py --work-dir work_dirs/demo_cls
 	$(RUN) tools/test.py configs/demo/cls_shapes.py work_dirs/demo_cls/epoch_30.pth \
 		--work-dir work_dirs/demo_cls
+
+# Segmentation demo: TNT + Trans2Seg trained through mmseg on generated shapes (ADE20K layout),
+# then mIoU and coloured predictions in work_dirs/demo_seg/vis/.
+demo-seg: install
+	test -d data/shapes_ade || $(RUN) tools/data/make_shapes.py ade data/shapes_ade --size 64 \
+		--num-train 1500 --num-val 200
+	$(RUN) tools/train.py configs/demo/seg_shapes.py --work-dir work_dirs/demo_seg
+	$(RUN) tools/test.py configs/demo/seg_shapes.py work_dirs/demo_seg/iter_1300.pth \
+		--work-dir work_dirs/demo_seg --show-dir work_dirs/demo_seg/vis
 
 test: install
 	$(RUN) -m pytest tests -q

@@ -1,4 +1,6 @@
 """Shared helpers for the tests."""
+import contextlib
+
 import torch
 import torch.nn as nn
 
@@ -40,3 +42,33 @@ def load_tool(relative_path: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def toy_cls_options(data_root: str, max_epochs: int = 2) -> list:
+    """``--cfg-options`` that shrink configs/demo/cls_shapes.py to seconds: data written by
+    ``make_shapes.py imagenet DATA --num-train 24 --num-val 12 --size 32``, no worker
+    processes, a checkpoint every epoch."""
+    return [f'train_cfg.max_epochs={max_epochs}', 'train_cfg.val_interval=1',
+            'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0',
+            'train_dataloader.persistent_workers=False', 'val_dataloader.persistent_workers=False',
+            'train_dataloader.batch_size=12', 'default_hooks.checkpoint.interval=1',
+            'default_hooks.checkpoint.max_keep_ckpts=-1',
+            'param_scheduler.0.end=1', 'param_scheduler.1.begin=1',
+            'model.backbone.pretrain_img_size=32',
+            f'train_dataloader.dataset.data_root={data_root}',
+            f'val_dataloader.dataset.data_root={data_root}',
+            f'test_dataloader.dataset.data_root={data_root}']
+
+
+@contextlib.contextmanager
+def kept_default_scope():
+    """Undo the default registry scope that a Runner or ``init_default_scope`` sets inside the
+    block. mmengine keeps it process-wide: left behind, it decides which library's classes a
+    later test builds (an mmseg head would get mmpretrain's CrossEntropyLoss)."""
+    from mmengine.registry import DefaultScope
+    before = dict(DefaultScope._instance_dict)
+    try:
+        yield
+    finally:
+        DefaultScope._instance_dict.clear()
+        DefaultScope._instance_dict.update(before)

@@ -14,6 +14,7 @@ import os.path as osp
 from mmengine.config import Config
 
 from tnt_mm.utils.config import add_runner_args, export_local_rank, load_config
+from tnt_mm.utils.data_check import check_data
 from tnt_mm.utils.dist import build_runner
 
 
@@ -45,8 +46,12 @@ def build_config(args) -> Config:
         if 'Det' in kind:  # mmdet DetVisualizationHook
             visualization.update(draw=True, test_out_dir=args.show_dir)
         elif 'Seg' in kind:  # mmseg SegVisualizationHook draws through the visualizer
-            visualization.update(draw=True)
+            visualization.update(draw=True, interval=1)  # every image, not one in 50 batches
             cfg.visualizer['save_dir'] = args.show_dir
+            # mmseg names its visualizer 'visualizer'; a later runner in the same process would
+            # get the instance built first, with that one's save_dir. Unnamed, the runner names
+            # it after its run.
+            cfg.visualizer.pop('name', None)
         else:  # mmpretrain VisualizationHook
             visualization.update(enable=True, out_dir=args.show_dir)
     return cfg
@@ -55,6 +60,7 @@ def build_config(args) -> Config:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg = build_config(args)
+    check_data(cfg, ('test',))
     runner = build_runner(cfg)
     if args.out:
         from mmengine.evaluator import DumpResults

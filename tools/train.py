@@ -13,6 +13,7 @@ import argparse
 from mmengine.config import Config
 
 from tnt_mm.utils.config import add_runner_args, export_local_rank, load_config
+from tnt_mm.utils.data_check import check_data
 from tnt_mm.utils.dist import build_runner
 
 
@@ -53,6 +54,7 @@ def build_config(args) -> Config:
 def main(argv=None) -> None:
     args = parse_args(argv)
     cfg = build_config(args)
+    check_data(cfg, ('train', 'val'))  # before the Runner spends minutes building everything
     runner = build_runner(cfg)
     runner.train()
 

@@ -3,13 +3,15 @@ import filecmp
 import json
 import os.path as osp
 
+import numpy as np
 import pytest
+from PIL import Image
 from helpers import load_tool
 
 make_shapes = load_tool('tools/data/make_shapes.py')
 
 
-@pytest.mark.parametrize('layout', ['imagenet', 'coco'])
+@pytest.mark.parametrize('layout', ['imagenet', 'coco', 'ade'])
 def test_same_seed_same_files(layout, tmp_path):
     for name in ('a', 'b'):
         make_shapes.main([layout, str(tmp_path / name), '--num-train', '6', '--num-val', '3',
@@ -49,3 +51,36 @@ def test_coco_layout_reads_and_scores_perfectly(tmp_path):
         evaluation.accumulate()
         evaluation.summarize()
         assert evaluation.stats[0] > 0.99, kind
+
+
+def test_ade_layout_reads_with_reduce_zero_label(tmp_path):
+    """mmseg reads the ADE20K layout as ADE20K: background 0 becomes 255 (ignored), shapes
+    1-6 become classes 0-5, and each class's pixels are where the image shows that shape."""
+    from mmseg.datasets import BaseSegDataset
+    from mmseg.datasets.transforms import LoadAnnotations
+    root = str(tmp_path / 'ade')
+    make_shapes.main(['ade', root, '--num-train', '8', '--num-val', '4', '--size', '48'])
+    dataset = BaseSegDataset(
+        data_root=root, data_prefix=dict(img_path='images/validation',
+                                         seg_map_path='annotations/validation'),
+        img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=True,
+        metainfo=dict(classes=make_shapes.CLASSES), pipeline=[], test_mode=True)
+    assert len(dataset) == 4
+    load = LoadAnnotations(reduce_zero_label=True)
+    seen = set()
+    for info in dataset:
+        assert osp.isfile(info['img_path']) and info['reduce_zero_label']
+        label = load(dict(info, seg_fields=[]))['gt_seg_map']
+        assert label.shape == (48, 64)
+        values = set(np.unique(label).tolist())
+        assert values <= set(range(len(make_shapes.CLASSES))) | {255}, values
+        assert 255 in values  # the background
+        seen |= values - {255}
+        raw = np.asarray(Image.open(info['seg_map_path']))
+        assert set(np.unique(raw).tolist()) <= set(range(len(make_shapes.CLASSES) + 1))
+        image = np.asarray(Image.open(info['img_path']).convert('HSV'))
+        # shapes are saturated, the background is not: saturation tells them apart
+        shape_saturation = image[..., 1][label != 255].mean()
+        background_saturation = image[..., 1][label == 255].mean()
+        assert shape_saturation > background_saturation + 60
+    assert seen  # some shapes are labelled

@@ -1,3 +1,4 @@
-from .hooks import SafeCheckpointHook
+from . import checkpoint  # noqa: F401  (registers the safe and the trusted:// checkpoint loaders)
+from .hooks import CheckInputHook, CheckInvalidLossHook, SafeCheckpointHook
 
-__all__ = ['SafeCheckpointHook']
+__all__ = ['CheckInputHook', 'CheckInvalidLossHook', 'SafeCheckpointHook']

@@ -67,15 +67,19 @@ def build_classifier(arch: str = 'small', with_se: bool = False, num_classes: in
                      **backbone_kwargs) -> nn.Module:
     """An mmpretrain ``ImageClassifier`` with a TNT backbone and a linear head."""
     import tnt_mm  # noqa: F401  (registers tnt_mm.TNT)
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
     from tnt_mm.models import TNT
     dim = TNT.arch_zoo[arch]['outer_dim'] if isinstance(arch, str) else arch['outer_dim']
-    return MODELS.build(dict(
-        type='ImageClassifier',
-        backbone=dict(type='tnt_mm.TNT', arch=arch, out_type='cls_token', with_se=with_se,
-                      **backbone_kwargs),
-        head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=dim)))
+    # mmengine builds from the process-wide default scope, whatever registry is called: an
+    # earlier mmseg or mmdet Runner in the same process would make 'ImageClassifier' unknown.
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return MODELS.build(dict(
+            type='ImageClassifier',
+            backbone=dict(type='tnt_mm.TNT', arch=arch, out_type='cls_token', with_se=with_se,
+                          **backbone_kwargs),
+            head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=dim)))
 
 
 def complexity_table(img_size: int = 224) -> List[dict]:

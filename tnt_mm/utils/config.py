@@ -9,17 +9,21 @@ from mmengine.config import Config, DictAction
 def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optional[str] = None,
                 launcher: str = 'none') -> Config:
     """Read a config the way every tool does: apply ``--cfg-options``, pick the work dir
-    (``./work_dirs/<config name>`` by default), and make sure the checkpoints written or read
-    go through :class:`tnt_mm.engine.SafeCheckpointHook`."""
+    (``./work_dirs/<config name>`` by default), make sure the checkpoints written or read
+    go through :class:`tnt_mm.engine.SafeCheckpointHook`, that a NaN or Inf loss stops
+    training (:class:`tnt_mm.engine.CheckInvalidLossHook`), and that an image with the wrong
+    channel count is named (:class:`tnt_mm.engine.CheckInputHook`)."""
     cfg = Config.fromfile(path)
     cfg.launcher = launcher
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs', osp.splitext(osp.basename(path))[0])
-    hooks = cfg.get('custom_hooks') or []
-    if not any(str(h.get('type', '')).endswith('SafeCheckpointHook') for h in hooks):
-        cfg.custom_hooks = [*hooks, dict(type='tnt_mm.SafeCheckpointHook')]
+    hooks = list(cfg.get('custom_hooks') or [])
+    for name in ('SafeCheckpointHook', 'CheckInvalidLossHook', 'CheckInputHook'):
+        if not any(str(h.get('type', '')).endswith(name) for h in hooks):
+            hooks.append(dict(type=f'tnt_mm.{name}'))
+    cfg.custom_hooks = hooks
     return cfg
 
 

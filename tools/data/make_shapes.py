@@ -3,6 +3,7 @@
 
     python tools/data/make_shapes.py imagenet data/shapes_cls    # mmpretrain folder layout
     python tools/data/make_shapes.py coco data/shapes_coco        # COCO boxes and masks
+    python tools/data/make_shapes.py ade data/shapes_ade          # ADE20K semantic label maps
 
 Deterministic: the same seed writes the same files. Layouts:
 
@@ -12,6 +13,12 @@ Deterministic: the same seed writes the same files. Layouts:
 - ``coco``: ``{train,val}2017/<id>.png`` and ``annotations/instances_{train,val}2017.json``
   with boxes and polygon masks, as mmdet's ``CocoDataset`` reads COCO. 1-4 shapes per image,
   placed so that they do not overlap.
+- ``ade``: ``images/{training,validation}/<id>.jpg`` and ``annotations/{training,validation}/
+  <id>.png``, the ADEChallengeData2016 layout that mmseg's ``ADE20KDataset`` reads. 1-4
+  non-overlapping shapes as in ``coco``, larger (radius 14-30% of the height); label maps hold
+  0 for the background (and the ring's hole) and 1-6 for the shapes, so that
+  ``reduce_zero_label=True`` ignores the background (255) and maps the shapes to classes 0-5,
+  as ADE20K's "other" label 0 is handled.
 """
 import argparse
 import json
@@ -116,18 +123,19 @@ def make_imagenet(out_dir: str, num_train: int, num_val: int, size: int, seed: i
 
 
 def _place(rng: np.random.Generator, size: Tuple[int, int], placed: list,
-           tries: int = 50):
+           tries: int = 50, radius_range: Tuple[float, float] = (0.08, 0.2)):
     """A (cx, cy, radius) inside the image that overlaps no placed shape, or None."""
     height, width = size
     for _ in range(tries):
-        radius = rng.uniform(0.08, 0.2) * min(height, width)
+        radius = rng.uniform(*radius_range) * min(height, width)
         cx, cy = rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)
         if all((cx - x) ** 2 + (cy - y) ** 2 > (radius + r + 2) ** 2 for x, y, r in placed):
             return cx, cy, radius
     return None
 
 
-def make_coco(out_dir: str, num_train: int, num_val: int, size: int, seed: int) -> dict:
+def make_coco(out_dir: str, num_train: int, num_val: int, size: int, seed: int,
+              radius_range: Tuple[float, float] = (0.08, 0.2)) -> dict:
     rng = np.random.default_rng(seed)
     os.makedirs(osp.join(out_dir, 'annotations'), exist_ok=True)
     categories = [dict(id=i + 1, name=name, supercategory='shape')
@@ -142,7 +150,7 @@ def make_coco(out_dir: str, num_train: int, num_val: int, size: int, seed: int) 
             image = textured_background(rng, height, width)
             placed = []
             for _ in range(int(rng.integers(1, 5))):
-                spot = _place(rng, (height, width), placed)
+                spot = _place(rng, (height, width), placed, radius_range=radius_range)
                 if spot is None:
                     break
                 label = int(rng.integers(len(CLASSES)))
@@ -167,7 +175,49 @@ def make_coco(out_dir: str, num_train: int, num_val: int, size: int, seed: int) 
     return counts
 
 
-MAKERS = {'imagenet': make_imagenet, 'coco': make_coco}
+def draw_label(label_map: Image.Image, name: str, polygon: List[Tuple[float, float]], cx: float,
+               cy: float, radius: float, value: int) -> None:
+    """Rasterise a shape drawn by :func:`draw_shape` into a label map with ``value``; the
+    ring's hole stays background (0), as it shows the background in the image."""
+    draw = ImageDraw.Draw(label_map)
+    draw.polygon(polygon, fill=value)
+    if name == 'ring':
+        draw.polygon(polygon_of('circle', cx, cy, radius * 0.55, 0.0), fill=0)
+
+
+ADE_RADIUS_RANGE = (0.14, 0.3)  # of the image height
+
+
+def make_ade(out_dir: str, num_train: int, num_val: int, size: int, seed: int,
+             radius_range: Tuple[float, float] = ADE_RADIUS_RANGE) -> dict:
+    rng = np.random.default_rng(seed)
+    counts = {}
+    for split, count in (('training', num_train), ('validation', num_val)):
+        for folder in ('images', 'annotations'):
+            os.makedirs(osp.join(out_dir, folder, split), exist_ok=True)
+        height, width = size, int(size * 4 / 3)  # not square, as real photographs
+        for index in range(1, count + 1):
+            image = textured_background(rng, height, width)
+            label_map = Image.new('L', (width, height), 0)  # 0: background, ignored by mmseg
+            placed = []
+            for _ in range(int(rng.integers(1, 5))):
+                # larger than the COCO shapes: every pixel must be classified, so each shape
+                # should span several 16x16 patches
+                spot = _place(rng, (height, width), placed, radius_range=radius_range)
+                if spot is None:
+                    break
+                label = int(rng.integers(len(CLASSES)))
+                polygon = draw_shape(image, rng, CLASSES[label], *spot)
+                draw_label(label_map, CLASSES[label], polygon, *spot, value=label + 1)
+                placed.append(spot)
+            name = f'ADE_{split}_{index:08d}'  # ADE20K's file naming
+            image.save(osp.join(out_dir, 'images', split, f'{name}.jpg'), quality=95)
+            label_map.save(osp.join(out_dir, 'annotations', split, f'{name}.png'))
+        counts[split] = count
+    return counts
+
+
+MAKERS = {'imagenet': make_imagenet, 'coco': make_coco, 'ade': make_ade}
 
 
 def main(argv=None) -> None:
@@ -177,18 +227,32 @@ def main(argv=None) -> None:
     parser.add_argument('--num-train', type=int, default=1200)
     parser.add_argument('--num-val', type=int, default=300)
     parser.add_argument('--size', type=int, default=64,
-                        help='image side (imagenet) or height (coco, width 4/3 of it) in pixels')
+                        help='image side (imagenet) or height (coco, ade: width 4/3 of it) in '
+                        'pixels')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--radius-range', type=float, nargs=2, metavar=('MIN', 'MAX'),
+                        help='coco, ade: shape radius as a fraction of the image height '
+                        '(default 0.08 0.2 for coco, 0.14 0.3 for ade)')
     args = parser.parse_args(argv)
     if args.num_train <= 0 or args.num_val <= 0 or args.size < 16:
         parser.error('--num-train and --num-val must be positive and --size at least 16')
+    options = {}
+    if args.radius_range is not None:
+        low, high = args.radius_range
+        if args.layout == 'imagenet':
+            parser.error('--radius-range applies to the coco and ade layouts only')
+        if not 0 < low <= high <= 0.5:
+            parser.error(f'--radius-range {low} {high}: need 0 < MIN <= MAX <= 0.5 (a fraction '
+                         f'of the image height; a shape must fit in the image)')
+        options['radius_range'] = (low, high)
     # Build beside the target and rename: an interrupted run leaves no half dataset behind.
     partial = args.out_dir.rstrip('/') + '.partial'
     shutil.rmtree(partial, ignore_errors=True)
-    counts = MAKERS[args.layout](partial, args.num_train, args.num_val, args.size, args.seed)
+    counts = MAKERS[args.layout](partial, args.num_train, args.num_val, args.size, args.seed,
+                                 **options)
     with open(osp.join(partial, 'info.json'), 'w') as f:
         json.dump(dict(layout=args.layout, classes=CLASSES, size=args.size, seed=args.seed,
-                       **counts), f, indent=1)
+                       **options, **counts), f, indent=1)
     shutil.rmtree(args.out_dir, ignore_errors=True)
     os.replace(partial, args.out_dir)
     shape = f'{args.size}x{args.size}' if args.layout == 'imagenet' else \

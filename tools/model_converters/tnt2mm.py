@@ -16,6 +16,7 @@ import tempfile
 
 import torch
 
+from tnt_mm.engine.checkpoint import refused_global
 from tnt_mm.models.backbones.tnt_convert import CheckpointFormatError, convert_state_dict
 from tnt_mm.version import __version__
 
@@ -37,14 +38,18 @@ def load_source(path: str, trust_pickle: bool):
     try:
         return torch.load(path, map_location='cpu', weights_only=not trust_pickle)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        name = refused_global(exc)
+        if name is None:
+            raise SystemExit(f'tnt2mm: error: cannot read {path} as a PyTorch checkpoint; it '
+                             f'may be truncated or corrupted (unpickling failed)')
         raise SystemExit(
-            f'tnt2mm: error: {path} holds Python objects besides tensors, which the safe loader '
-            f'refuses ({first}). If you trust where the file comes from, run again with '
-            f'--trust-pickle')
+            f'tnt2mm: error: {path} holds Python objects besides tensors (it refers to {name}), '
+            f'which the safe loader refuses. If you trust where the file comes from, run again '
+            f'with --trust-pickle')
     except Exception as exc:  # truncated zip, not a torch file, ...
-        raise SystemExit(f'tnt2mm: error: cannot read {path} as a PyTorch checkpoint '
-                         f'({type(exc).__name__}: {exc})')
+        first = str(exc).strip().split('. ')[0].splitlines()[0] if str(exc).strip() else ''
+        raise SystemExit(f'tnt2mm: error: cannot read {path} as a PyTorch checkpoint; it may be '
+                         f'truncated or corrupted ({type(exc).__name__}: {first})')
 
 
 def save_atomic(obj, path: str) -> None:

@@ -511,6 +511,19 @@ class TNT(BaseModule):
             raise ValueError(f'TNT was built for {self.in_channels}-channel images '
                              f'(in_channels={self.in_channels}) but got {x.shape[1]} channels '
                              f'(input shape {tuple(x.shape)})')
+        # NaN and Inf survive a sum: one reduction (0.5 ms at 800x1216 on 2 CPU cores, against
+        # a 3.5 s forward; isfinite(x).all() takes 40 ms). Values are counted only when it is
+        # not finite. Skipped while tracing or compiling, where it would break the graph.
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return
+        if not torch.isfinite(x.sum()):
+            num_nan, num_inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+            if num_nan or num_inf:  # else only the sum of huge finite values overflowed
+                raise ValueError(
+                    f'TNT got {num_nan} NaN and {num_inf} infinite values in its input of '
+                    f'shape {tuple(x.shape)}; the network would turn them into NaN features and '
+                    f'losses. Check the images and the data preprocessor (a zero std divides by '
+                    f'zero)')
 
     def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Tuple[int, int]]:
         """Image -> (words (B*N, m, c), sentences (B, T, d), patch grid (Hp, Wp))."""
