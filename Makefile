@@ -13,10 +13,10 @@ install:
 # The main job: Faster R-CNN + FPN with a small TNT, trained through mmdet on generated shapes
 # (COCO layout), evaluated with COCO AP, predictions drawn in work_dirs/demo_det/predictions.png.
 DET_DATA := data/shapes_coco
-DET_CKPT := work_dirs/demo_det/epoch_12.pth
+DET_CKPT := work_dirs/demo_det/epoch_6.pth
 demo: install
 	test -f $(DET_DATA)/info.json || $(RUN) tools/data/make_shapes.py coco $(DET_DATA) --size 96 \
-		--num-train 1600 --num-val 200
+		--radius-range 0.15 0.3 --num-train 1600 --num-val 200
 	$(RUN) tools/train.py configs/demo/det_shapes.py --work-dir work_dirs/demo_det
 	$(RUN) tools/test.py configs/demo/det_shapes.py $(DET_CKPT) --work-dir work_dirs/demo_det
 	$(RUN) tools/demo/detect_image.py configs/demo/det_shapes.py $(DET_CKPT) \
@@ -39,7 +39,7 @@ demo-seg: install
 	test -d data/shapes_ade || $(RUN) tools/data/make_shapes.py ade data/shapes_ade --size 64 \
 		--num-train 1500 --num-val 200
 	$(RUN) tools/train.py configs/demo/seg_shapes.py --work-dir work_dirs/demo_seg
-	$(RUN) tools/test.py configs/demo/seg_shapes.py work_dirs/demo_seg/iter_1300.pth \
+	$(RUN) tools/test.py configs/demo/seg_shapes.py work_dirs/demo_seg/iter_1600.pth \
 		--work-dir work_dirs/demo_seg --show-dir work_dirs/demo_seg/vis
 
 test: install

@@ -84,3 +84,26 @@ def test_ade_layout_reads_with_reduce_zero_label(tmp_path):
         background_saturation = image[..., 1][label == 255].mean()
         assert shape_saturation > background_saturation + 60
     assert seen  # some shapes are labelled
+
+
+def test_radius_range_sets_the_shape_sizes(tmp_path):
+    """--radius-range makes larger shapes (the detection demo's), and is recorded."""
+    sizes = {}
+    for name, extra in (('default', []), ('large', ['--radius-range', '0.2', '0.3'])):
+        root = tmp_path / name
+        make_shapes.main(['coco', str(root), '--num-train', '2', '--num-val', '8', '--size',
+                          '96', *extra])
+        with open(root / 'annotations' / 'instances_val2017.json') as f:
+            boxes = [a['bbox'] for a in json.load(f)['annotations']]
+        sizes[name] = [max(w, h) for _, _, w, h in boxes]
+    # a shape of radius r spans at most 2r: 0.2 * 96 * 2 = 38.4 px for the default range
+    assert max(sizes['default']) <= 2 * 0.2 * 96 + 1
+    assert min(sizes['large']) >= 0.2 * 96 * 0.9  # even a triangle spans more than 0.9 r
+    assert json.loads((tmp_path / 'large' / 'info.json').read_text())['radius_range'] == [0.2, 0.3]
+
+
+@pytest.mark.parametrize('bad', [['0', '0.2'], ['0.3', '0.2'], ['0.1', '0.6']])
+def test_radius_range_rejects_impossible_values(bad, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        make_shapes.main(['coco', str(tmp_path / 'x'), '--radius-range', *bad])
+    assert '--radius-range' in capsys.readouterr().err

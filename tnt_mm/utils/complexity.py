@@ -106,3 +106,41 @@ def format_table(rows: List[dict], img_size: int = 224) -> str:
         lines.append(f'| TNT-{r["model"]} | {r["params"] / 1e6:.2f} | {r["paper_count"] / 1e6:.2f} '
                      f'| {r["paper_params"]} | {r["macs"] / 1e9:.2f} | {r["paper_gmacs"]} |')
     return '\n'.join(lines)
+
+
+def config_complexity(config: str, height: int, width: int) -> Tuple[int, int]:
+    """Params and MACs of the whole model a config builds (detector, segmentor or classifier),
+    for one forward of a ``height`` x ``width`` image through its tensor path (``_forward``:
+    raw head outputs, no post-processing), as mmdet's and mmseg's ``get_flops`` tools count.
+    Operators without a FLOP handle in mmengine (RoIAlign, NMS) count as zero.
+
+    The backbone's ``init_cfg`` is not applied: no checkpoint is needed.
+    """
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope, MODELS
+    import tnt_mm  # noqa: F401
+
+    cfg = Config.fromfile(config)
+    scope = cfg.get('default_scope', 'mmengine')
+    meta = dict(img_shape=(height, width), ori_shape=(height, width), pad_shape=(height, width),
+                batch_input_shape=(height, width), scale_factor=(1.0, 1.0))
+    with DefaultScope.overwrite_default_scope(scope):
+        model = MODELS.build(cfg.model)
+        if scope == 'mmdet':
+            from mmdet.structures import DetDataSample as Sample
+        elif scope == 'mmseg':
+            from mmseg.structures import SegDataSample as Sample
+        else:
+            from mmpretrain.structures import DataSample as Sample
+        samples = [Sample(metainfo=meta)]
+
+        class TensorPath(nn.Module):  # FlopAnalyzer traces a module called on tensors only
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, inputs: torch.Tensor):
+                return self.model._forward(inputs, samples)
+
+        macs = count_macs(TensorPath(), (torch.zeros(1, 3, height, width),))
+    return count_params(model), macs

@@ -3,6 +3,7 @@
 
     python tools/analysis/get_flops.py                       # the classifier table at 224
     python tools/analysis/get_flops.py --arch small --shape 800 1216 --out-type pyramid
+    python tools/analysis/get_flops.py --config configs/faster_rcnn_tnt_s_fpn.py --shape 800 1216
 
 Counts come from ``mmengine.analysis`` (see ``tnt_mm/utils/complexity.py`` for the two
 adjustments that make them the paper's convention).
@@ -11,11 +12,14 @@ import argparse
 
 import torch
 
-from tnt_mm.utils.complexity import complexity_table, count_macs, count_params, format_table
+from tnt_mm.utils.complexity import (complexity_table, config_complexity, count_macs,
+                                     count_params, format_table)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--config', help='measure the whole model of a detection, segmentation '
+                        'or classification config (one forward at --shape)')
     parser.add_argument('--arch', help='measure one backbone (tiny/small/base) instead of the '
                         'paper table')
     parser.add_argument('--shape', type=int, nargs='+', default=[224],
@@ -24,6 +28,11 @@ def main() -> None:
                                                                  'cls_token'))
     args = parser.parse_args()
     height, width = (args.shape * 2)[:2]
+    if args.config:
+        params, macs = config_complexity(args.config, height, width)
+        print(f'{args.config}, input {height}x{width}: {params / 1e6:.2f}M params, '
+              f'{macs / 1e9:.1f} GMACs')
+        return
     if args.arch is None:
         if height != width:
             parser.error('the paper table is measured on square inputs; give one --shape')
