@@ -35,22 +35,8 @@ from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.utils import resize
 from torchvision.ops import StochasticDepth
 
-from tnt_mm.models.backbones.tnt import resample_pos_embed
+from tnt_mm.models.backbones.tnt import Mlp, resample_pos_embed
 from tnt_mm.registry import MODELS
-
-
-class Mlp(nn.Module):
-    """Linear -> GELU -> Linear, with dropout after each Linear."""
-
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class SelfAttention(nn.Module):
@@ -170,7 +156,7 @@ class EncoderLayer(nn.Module):
         self.norm1 = norm_layer(dim)
         self.attn = SelfAttention(dim, num_heads, qkv_bias, attn_drop, drop)
         self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         self.drop_path = StochasticDepth(drop_path, 'row')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -212,9 +198,9 @@ class DecoderLayer(nn.Module):
                                    attn_drop=attn_drop, proj_drop=drop)
         if not is_last:
             self.norm_query_mlp = norm_layer(dim)
-            self.mlp_query = Mlp(dim, int(dim * mlp_ratio), drop)
+            self.mlp_query = Mlp(dim, int(dim * mlp_ratio), drop=drop)
             self.norm_feat_mlp = norm_layer(dim)
-            self.mlp_feat = Mlp(dim, int(dim * mlp_ratio), drop)
+            self.mlp_feat = Mlp(dim, int(dim * mlp_ratio), drop=drop)
             self.drop_path = StochasticDepth(drop_path, 'row')
 
     def forward(self, query: torch.Tensor, feat: torch.Tensor
