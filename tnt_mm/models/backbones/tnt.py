@@ -57,6 +57,19 @@ def resample_pos_embed(pos_embed: torch.Tensor, old_grid: Tuple[int, int],
     return torch.cat([prefix, grid], dim=1)
 
 
+def init_transformer_weights(module: nn.Module) -> None:
+    """The ViT/TNT initialisation of every Linear and LayerNorm under ``module``: truncated
+    normal (std 0.02) weights and zero biases for Linears, identity for LayerNorms."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with the TNT parameter layout: a ``qk`` Linear (dim -> 2 dim)
     and a separate ``v`` Linear, computed by ``F.scaled_dot_product_attention``."""
@@ -475,14 +488,7 @@ class TNT(BaseModule):
     def _init_trunk(self) -> None:
         """The official initialisation: truncated normal (std 0.02) for Linears and embeddings,
         LayerNorms to identity."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_transformer_weights(self)
         for param in (self.cls_token, self.patch_pos, self.pixel_pos):
             nn.init.trunc_normal_(param, std=.02)
 

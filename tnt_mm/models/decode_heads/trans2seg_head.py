@@ -35,7 +35,7 @@ from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.utils import resize
 from torchvision.ops import StochasticDepth
 
-from tnt_mm.models.backbones.tnt import Mlp, resample_pos_embed
+from tnt_mm.models.backbones.tnt import Mlp, init_transformer_weights, resample_pos_embed
 from tnt_mm.registry import MODELS
 
 
@@ -348,14 +348,7 @@ class Trans2SegHead(BaseDecodeHead):
         """Truncated normal (std 0.02) for Linears and embeddings, LayerNorms to identity, as
         the official code; the conv modules keep mmcv's Kaiming initialisation."""
         for module in [self.input_proj, self.encoder, self.encoder_norm, self.decoder]:
-            for m in module.modules():
-                if isinstance(m, nn.Linear):
-                    nn.init.trunc_normal_(m.weight, std=.02)
-                    if m.bias is not None:
-                        nn.init.zeros_(m.bias)
-                elif isinstance(m, nn.LayerNorm):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
+            init_transformer_weights(module)
         nn.init.trunc_normal_(self.pos_embed, std=.02)
         nn.init.trunc_normal_(self.class_embed, std=.02)
         # small initial logits, as mmseg's Normal(std=0.01) for conv_seg
