@@ -28,6 +28,8 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools')),
+    # the C++ source of the optional CPU kernel, compiled on first use (tnt_mm/ops)
+    package_data={'tnt_mm': ['ops/csrc/*.cpp']},
     python_requires='>=3.9',
     install_requires=read_requirements('runtime'),
     extras_require={

@@ -22,6 +22,7 @@ from mmengine.model import BaseModule
 from torch.utils.checkpoint import checkpoint
 from torchvision.ops import StochasticDepth
 
+from tnt_mm.ops import kernel_applies, word_attention
 from tnt_mm.registry import MODELS
 from .pyramid import PyramidRescaler
 
@@ -99,6 +100,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
+        if kernel_applies(x, dim // self.num_heads):
+            # CPU inference over the 16 words of each patch: the fused kernel (same outputs)
+            return self.proj_drop(self.proj(word_attention(self.qk(x), self.v(x), self.num_heads)))
         q, k = self.query_key(x)
         # (B, L, C) -> (B, heads, L, C/heads)
         v = self.v(x).reshape(batch, tokens, self.num_heads, dim // self.num_heads).transpose(1, 2)
