@@ -85,3 +85,11 @@ def test_backbone_inference_equals_reference(arch, monkeypatch):
     assert len(calls) == 12
     for a, b in zip(fast, slow):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_reference_attention_context():
+    x = torch.randn(4, 16, 24)
+    with torch.no_grad():
+        with cpu_kernels.reference_attention():
+            assert not kernel_applies(x, 6)
+        assert kernel_applies(x, 6)

@@ -16,6 +16,7 @@ about 40 s once; cached in ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch
 Where it cannot be built, a warning says why and the reference op is used.
 ``TNT_MM_WORD_KERNEL=0`` turns the kernel off.
 """
+import contextlib
 import hashlib
 import logging
 import os
@@ -32,6 +33,7 @@ HEAD_DIMS = (6, 8, 10)
 ENV_SWITCH = 'TNT_MM_WORD_KERNEL'
 
 _extension = None  # the loaded module; False once building failed or was switched off
+_reference_depth = 0  # > 0 inside reference_attention()
 
 
 def _cpu_tag() -> str:
@@ -76,10 +78,22 @@ def load_extension() -> Optional[object]:
     return _extension or None
 
 
+@contextlib.contextmanager
+def reference_attention():
+    """Within this context TNT uses ``scaled_dot_product_attention`` for the words too: the
+    A/B row of ``tools/analysis/benchmark.py``."""
+    global _reference_depth
+    _reference_depth += 1
+    try:
+        yield
+    finally:
+        _reference_depth -= 1
+
+
 def kernel_applies(x: torch.Tensor, head_dim: int) -> bool:
     """Whether :func:`word_attention` may replace the reference op for input ``x`` (B, L, C)."""
     if (x.device.type != 'cpu' or x.dtype != torch.float32 or x.shape[1] != WORDS
-            or head_dim not in HEAD_DIMS or torch.is_grad_enabled()):
+            or head_dim not in HEAD_DIMS or torch.is_grad_enabled() or _reference_depth):
         return False
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
         return False

@@ -33,6 +33,8 @@ SMALL = (OURS, 'timm TNT-S', 'timm DeiT-S')
 # Extra rows: memory with block checkpointing, and (--compile) speed under torch.compile.
 WITH_CP = 'tnt_mm TNT-S with_cp'
 COMPILED = 'tnt_mm TNT-S compiled'
+# CPU only: the same model with the words' attention through SDPA instead of the fused kernel.
+SDPA_WORDS = 'tnt_mm TNT-S, SDPA words'
 
 
 def build(name: str, img_size, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -69,6 +71,10 @@ def build(name: str, img_size, device: str) -> Callable[[torch.Tensor], torch.Te
         run = torch.compile(model, dynamic=False) if name == COMPILED else model
 
         def forward(x):
+            if name == SDPA_WORDS:
+                from tnt_mm.ops import reference_attention
+                with reference_attention():
+                    return run(x)[-1]
             return run(x)[-1]
     else:
         def forward(x):
@@ -214,7 +220,8 @@ def main() -> None:
     print(f'device: {device}, threads: {torch.get_num_threads()}, torch {torch.__version__}, '
           f'rounds: {args.rounds} (medians)')
 
-    speed_rows = SMALL + ((COMPILED,) if args.compile else ())
+    speed_rows = SMALL + ((SDPA_WORDS,) if device == 'cpu' else ()) + (
+        (COMPILED,) if args.compile else ())
     memory_rows = SMALL + (WITH_CP,)
     results: Dict[str, Dict[str, float]] = {name: {} for name in speed_rows + memory_rows}
 
@@ -251,6 +258,7 @@ def main() -> None:
     for name, s in secs.items():
         results[name]['fwd s @800x1216'] = s
     models.pop(COMPILED, None)  # training under torch.compile is not measured here
+    models.pop(SDPA_WORDS, None)  # training never uses the kernel: the same as OURS
     if not args.no_train:
         for forward in models.values():
             forward.module.train()
@@ -271,7 +279,7 @@ def main() -> None:
         print(f'| {name} | ' + ' | '.join(f'{row[c]:.2f}' if c in row else '-'
                                           for c in columns) + ' |')
     print()
-    for mine in (OURS, WITH_CP, COMPILED):
+    for mine in (OURS, SDPA_WORDS, WITH_CP, COMPILED):
         if mine not in results:
             continue
         for other in SMALL[1:]:
