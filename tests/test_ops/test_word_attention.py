@@ -93,3 +93,12 @@ def test_reference_attention_context():
         with cpu_kernels.reference_attention():
             assert not kernel_applies(x, 6)
         assert kernel_applies(x, 6)
+
+
+def test_export_sees_the_reference_op():
+    """torch.export traces the model: the exported graph must hold SDPA, not the kernel call."""
+    model = TNT('ti', out_type='cls_token', pretrain_img_size=32).eval()
+    with torch.no_grad():
+        program = torch.export.export(model, (torch.randn(1, 3, 32, 32),))
+    ops = {str(node.target) for node in program.graph.nodes if node.op == 'call_function'}
+    assert any('scaled_dot_product' in op for op in ops), sorted(ops)

@@ -78,6 +78,13 @@ def load_extension() -> Optional[object]:
     return _extension or None
 
 
+def _compiling() -> bool:
+    """Under torch.compile or torch.export (graphs and exported programs keep the reference
+    op); both checks exist only in newer torch versions."""
+    return any(getattr(torch.compiler, name, lambda: False)()
+               for name in ('is_compiling', 'is_exporting'))
+
+
 @contextlib.contextmanager
 def reference_attention():
     """Within this context TNT uses ``scaled_dot_product_attention`` for the words too: the
@@ -95,7 +102,7 @@ def kernel_applies(x: torch.Tensor, head_dim: int) -> bool:
     if (x.device.type != 'cpu' or x.dtype != torch.float32 or x.shape[1] != WORDS
             or head_dim not in HEAD_DIMS or torch.is_grad_enabled() or _reference_depth):
         return False
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or _compiling():
         return False
     return load_extension() is not None
 
