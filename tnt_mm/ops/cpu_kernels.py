@@ -57,9 +57,16 @@ def load_extension() -> Optional[object]:
             _extension = False
             return None
         try:
-            from torch.utils.cpp_extension import load
+            # its import warns that no CUDA runtime exists: irrelevant to a CPU kernel
+            cpp_logger = logging.getLogger('torch.utils.cpp_extension')
+            level = cpp_logger.level
+            cpp_logger.setLevel(logging.ERROR)
+            try:
+                from torch.utils.cpp_extension import load
+            finally:
+                cpp_logger.setLevel(level)
             logging.getLogger(__name__).info(
-                'building the fused CPU word-attention kernel (once per machine, about 40 s)')
+                'loading the fused CPU word-attention kernel (built once per machine, ~40 s)')
             _extension = load(
                 name=f'tnt_mm_word_attention_{_cpu_tag()}',
                 sources=[SOURCE],
