@@ -1,8 +1,9 @@
 # Segmentation demo with UperNet + auxiliary FCN head (the model of
 # configs/upernet_tnt_s_ade20k.py) at CPU scale, on the data and schedule of the Trans2Seg demo
-# (configs/demo/seg_shapes.py), so that the two heads compare:
+# (configs/demo/seg_shapes.py), so that the two heads compare. `make demo-seg` runs it: from
+# scratch it reaches mIoU 61 in 1600 iterations (13.5 min on 2 cores), Trans2Seg 34.
 #
-#   python tools/train.py configs/demo/seg_shapes_upernet.py --work-dir work_dirs/demo_seg_upernet
+#   python tools/train.py configs/demo/seg_shapes_upernet.py --work-dir work_dirs/demo_seg
 _base_ = './seg_shapes.py'
 
 embed_dims = 192
