@@ -134,6 +134,23 @@ def _place(rng: np.random.Generator, size: Tuple[int, int], placed: list,
     return None
 
 
+def draw_scene(rng: np.random.Generator, height: int, width: int,
+               radius_range: Tuple[float, float]) -> Tuple[Image.Image, list]:
+    """A textured background with 1-4 non-overlapping shapes (fewer where no room is left).
+    Returns the image and ``(label, outline polygon, (cx, cy, radius))`` of each shape."""
+    image = textured_background(rng, height, width)
+    shapes, placed = [], []
+    for _ in range(int(rng.integers(1, 5))):
+        spot = _place(rng, (height, width), placed, radius_range=radius_range)
+        if spot is None:
+            break
+        label = int(rng.integers(len(CLASSES)))
+        polygon = draw_shape(image, rng, CLASSES[label], *spot)
+        placed.append(spot)
+        shapes.append((label, polygon, spot))
+    return image, shapes
+
+
 def make_coco(out_dir: str, num_train: int, num_val: int, size: int, seed: int,
               radius_range: Tuple[float, float] = (0.08, 0.2)) -> dict:
     rng = np.random.default_rng(seed)
@@ -147,15 +164,8 @@ def make_coco(out_dir: str, num_train: int, num_val: int, size: int, seed: int,
         images, annotations = [], []
         height, width = size, int(size * 4 / 3)  # not square, as real photographs
         for image_id in range(1, count + 1):
-            image = textured_background(rng, height, width)
-            placed = []
-            for _ in range(int(rng.integers(1, 5))):
-                spot = _place(rng, (height, width), placed, radius_range=radius_range)
-                if spot is None:
-                    break
-                label = int(rng.integers(len(CLASSES)))
-                polygon = draw_shape(image, rng, CLASSES[label], *spot)
-                placed.append(spot)
+            image, shapes = draw_scene(rng, height, width, radius_range)
+            for label, polygon, _ in shapes:
                 xs = np.clip([x for x, _ in polygon], 0, width)
                 ys = np.clip([y for _, y in polygon], 0, height)
                 box = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min()),
@@ -185,7 +195,9 @@ def draw_label(label_map: Image.Image, name: str, polygon: List[Tuple[float, flo
         draw.polygon(polygon_of('circle', cx, cy, radius * 0.55, 0.0), fill=0)
 
 
-ADE_RADIUS_RANGE = (0.14, 0.3)  # of the image height
+# of the image height; larger than the COCO shapes: every pixel must be classified, so each
+# shape should span several 16x16 patches
+ADE_RADIUS_RANGE = (0.14, 0.3)
 
 
 def make_ade(out_dir: str, num_train: int, num_val: int, size: int, seed: int,
@@ -197,19 +209,10 @@ def make_ade(out_dir: str, num_train: int, num_val: int, size: int, seed: int,
             os.makedirs(osp.join(out_dir, folder, split), exist_ok=True)
         height, width = size, int(size * 4 / 3)  # not square, as real photographs
         for index in range(1, count + 1):
-            image = textured_background(rng, height, width)
+            image, shapes = draw_scene(rng, height, width, radius_range)
             label_map = Image.new('L', (width, height), 0)  # 0: background, ignored by mmseg
-            placed = []
-            for _ in range(int(rng.integers(1, 5))):
-                # larger than the COCO shapes: every pixel must be classified, so each shape
-                # should span several 16x16 patches
-                spot = _place(rng, (height, width), placed, radius_range=radius_range)
-                if spot is None:
-                    break
-                label = int(rng.integers(len(CLASSES)))
-                polygon = draw_shape(image, rng, CLASSES[label], *spot)
+            for label, polygon, spot in shapes:
                 draw_label(label_map, CLASSES[label], polygon, *spot, value=label + 1)
-                placed.append(spot)
             name = f'ADE_{split}_{index:08d}'  # ADE20K's file naming
             image.save(osp.join(out_dir, 'images', split, f'{name}.jpg'), quality=95)
             label_map.save(osp.join(out_dir, 'annotations', split, f'{name}.png'))
