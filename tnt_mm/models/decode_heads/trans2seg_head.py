@@ -35,44 +35,9 @@ from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.utils import resize
 from torchvision.ops import StochasticDepth
 
-from tnt_mm.models.backbones.tnt import Mlp, init_transformer_weights, resample_pos_embed
+from tnt_mm.models.backbones.tnt import (Attention, Mlp, init_transformer_weights,
+                                         resample_pos_embed)
 from tnt_mm.registry import MODELS
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention through ``F.scaled_dot_product_attention`` (no weights kept).
-
-    Args:
-        dim (int): token width.
-        num_heads (int): attention heads; must divide ``dim``.
-        qkv_bias (bool): bias in the query/key/value Linear. Defaults to False.
-        attn_drop (float): dropout on the attention weights. Defaults to 0.
-        proj_drop (float): dropout after the output projection. Defaults to 0.
-    """
-
-    def __init__(self,
-                 dim: int,
-                 num_heads: int,
-                 qkv_bias: bool = False,
-                 attn_drop: float = 0.,
-                 proj_drop: float = 0.) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.attn_drop = attn_drop
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, dim = x.shape
-        # (B, L, 3C) -> (3, B, h, L, C/h)
-        q, k, v = self.qkv(x).reshape(batch, tokens, 3, self.num_heads,
-                                      dim // self.num_heads).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.)
-        # (B, h, L, C/h) -> (B, L, C)
-        x = x.transpose(1, 2).reshape(batch, tokens, dim)
-        return self.proj_drop(self.proj(x))
 
 
 class ClassAttention(nn.Module):
@@ -154,7 +119,8 @@ class EncoderLayer(nn.Module):
                  norm_layer: Type[nn.Module] = nn.LayerNorm) -> None:
         super().__init__()
         self.norm1 = norm_layer(dim)
-        self.attn = SelfAttention(dim, num_heads, qkv_bias, attn_drop, drop)
+        # the backbone's attention: fused SDPA, same parameter count as one qkv Linear
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         self.drop_path = StochasticDepth(drop_path, 'row')
