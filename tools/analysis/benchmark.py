@@ -43,6 +43,7 @@ def build(name: str, img_size, device: str) -> Callable[[torch.Tensor], torch.Te
 
     from tnt_mm.models import TNT
     from tnt_mm.models.backbones.tnt_convert import convert_state_dict
+    from tnt_mm.ops import reference_attention
     torch.manual_seed(0)
     reference = timm.create_model('tnt_s_patch16_224')  # the weights everybody gets
     classify = tuple(img_size) == (224, 224)
@@ -72,7 +73,6 @@ def build(name: str, img_size, device: str) -> Callable[[torch.Tensor], torch.Te
 
         def forward(x):
             if name == SDPA_WORDS:
-                from tnt_mm.ops import reference_attention
                 with reference_attention():
                     return run(x)[-1]
             return run(x)[-1]
