@@ -7,6 +7,9 @@
 # - pyramid at 96 channels, FPN and RPN at 64, RoI head fc 128, fewer sampled RoIs: the heads,
 #   not the backbone, dominate the cost at this size;
 # - anchors half the COCO size (16 px at stride 4): the shapes are 29-58 px across;
+# - RoIs assigned to pyramid levels as on COCO scaled to these images (finest_scale 56 -> 7, as
+#   800 -> 96 px): the 29-58 px shapes pool from strides 16/32 (blocks 5/6) as large COCO
+#   objects do, instead of all from stride 4, the pyramid level fed by block 2 of 6;
 # - lr 2e-4 with a warm-up and gradient clipping (5e-4 made the losses climb).
 _base_ = '../faster_rcnn_tnt_s_fpn.py'
 
@@ -35,7 +38,7 @@ model = dict(
         feat_channels=neck_channels,
         anchor_generator=dict(scales=[4])),
     roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=neck_channels),
+        bbox_roi_extractor=dict(out_channels=neck_channels, finest_scale=7),
         bbox_head=dict(in_channels=neck_channels, fc_out_channels=128,
                        num_classes=len(classes))),
     train_cfg=dict(

@@ -68,3 +68,15 @@ def test_detr_train_step_and_predict():
     assert tuple(feats[0].shape[-2:]) == (5, 7)  # 160x224 padded batch / 32
     assert torch.isfinite(loss) and model.backbone.blocks[-1].mlp.fc2.weight.grad is not None
     assert len(results) == 2 and len(results[0].pred_instances) == 100
+
+
+def test_demo_rois_pool_from_the_deep_levels():
+    """The demo's 29-58 px shapes are large objects at its scale (96 px against COCO's 800):
+    their RoIs pool from strides 16/32 (blocks 5/6 of 6), not all from stride 4 (block 2), as
+    mmdet's default finest_scale of 56 would have it."""
+    cfg, model = build('configs/demo/det_shapes.py')
+    extractor = model.roi_head.bbox_roi_extractor
+    side = torch.tensor([29., 40., 58.])
+    rois = torch.stack([torch.zeros(3), torch.zeros(3), torch.zeros(3), side, side], dim=1)
+    assert extractor.map_roi_levels(rois, num_levels=4).tolist() == [2, 2, 3]
+    assert cfg.model.backbone.out_indices == (1, 2, 4, 5)
