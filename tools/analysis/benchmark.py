@@ -15,6 +15,7 @@ The compared outputs: the raw block features for detection sizes (the pyramid is
 and DeiT have none) and the normalised class token at 224.
 """
 import argparse
+import contextlib
 import json
 import os
 import os.path as osp
@@ -70,12 +71,11 @@ def build(name: str, img_size, device: str) -> Callable[[torch.Tensor], torch.Te
         # dynamic=False: one static graph per input size. torch 2.14's dynamic-shape recompile
         # of this model failed here (Dynamo: TensorReferenceAnalysis has no python_mod).
         run = torch.compile(model, dynamic=False) if name == COMPILED else model
+        words = reference_attention if name == SDPA_WORDS else contextlib.nullcontext
 
         def forward(x):
-            if name == SDPA_WORDS:
-                with reference_attention():
-                    return run(x)[-1]
-            return run(x)[-1]
+            with words():
+                return run(x)[-1]
     else:
         def forward(x):
             feats = model.forward_features(x)
