@@ -26,11 +26,16 @@ demo: install
 demo-backbone: install
 	$(RUN) tools/demo/backbone_demo.py
 
-# Classification demo: TNT-Ti trained through mmpretrain on generated shapes, then top-1.
+# Classification demo: a 6-block TNT-Ti trained through mmpretrain on generated shapes, then
+# top-1. The data check also catches a folder written by an older version with other counts.
+CLS_DATA := data/shapes_cls
+CLS_DATA_CHECK := grep -qs '"train": 9600' $(CLS_DATA)/info.json
+CLS_CKPT := work_dirs/demo_cls/epoch_14.pth
 demo-cls: install
-	test -d data/shapes_cls || $(RUN) tools/data/make_shapes.py imagenet data/shapes_cls
+	$(CLS_DATA_CHECK) || $(RUN) tools/data/make_shapes.py imagenet $(CLS_DATA) \
+		--num-train 9600 --num-val 600
 	$(RUN) tools/train.py configs/demo/cls_shapes.py --work-dir work_dirs/demo_cls
-	$(RUN) tools/test.py configs/demo/cls_shapes.py work_dirs/demo_cls/epoch_30.pth \
+	$(RUN) tools/test.py configs/demo/cls_shapes.py $(CLS_CKPT) \
 		--work-dir work_dirs/demo_cls
 
 # Segmentation demo: TNT + UperNet trained through mmseg on generated shapes (ADE20K layout),

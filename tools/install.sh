@@ -93,7 +93,7 @@ say "OpenMMLab libraries, test requirements, and tnt_mm (editable)"
     -r requirements/tests.txt
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e .
 
-say "the fused CPU word-attention kernel of tnt_mm/ops (compiled once, about 40 s)"
+say "the fused CPU inner-transformer kernels of tnt_mm/ops (compiled once, about 40 s)"
 "$PY" -c "from tnt_mm.ops import load_extension; assert load_extension() is not None" \
     || say "warning: the kernel did not build; TNT falls back to scaled_dot_product_attention"
 

@@ -33,6 +33,7 @@ from mmengine.registry import MODELS, init_default_scope  # noqa: E402
 from mmengine.runner import load_checkpoint  # noqa: E402
 
 import tnt_mm  # noqa: E402,F401
+from tnt_mm.ops import reference_attention  # noqa: E402
 from tnt_mm.models import TNT  # noqa: E402
 
 
@@ -88,7 +89,8 @@ def capture_attention(backbone: TNT, image: torch.Tensor) -> Dict[str, List[torc
         if block.has_inner:
             handles.append(block.attn_in.register_forward_pre_hook(recorder('inner', i)))
         handles.append(block.attn_out.register_forward_pre_hook(recorder('outer', i)))
-    with torch.no_grad():
+    # the fused CPU inner transformer does not call attn_in: run the modules themselves
+    with torch.no_grad(), reference_attention():
         backbone(image)
     for handle in handles:
         handle.remove()

@@ -22,7 +22,7 @@ from mmengine.model import BaseModule
 from torch.utils.checkpoint import checkpoint
 from torchvision.ops import StochasticDepth
 
-from tnt_mm.ops import kernel_applies, word_attention
+from tnt_mm.ops import inner_kernel_applies, inner_transformer, kernel_applies, word_attention
 from tnt_mm.registry import MODELS
 from .pyramid import PyramidRescaler
 
@@ -100,8 +100,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
-        if kernel_applies(x, dim // self.num_heads):
-            # CPU inference over the 16 words of each patch: the fused kernel (same outputs)
+        if kernel_applies(x, dim // self.num_heads, self.attn_drop if self.training else 0.):
+            # CPU attention over the 16 words of each patch: the fused kernel (same outputs and
+            # gradients)
             return self.proj_drop(self.proj(word_attention(self.qk(x), self.v(x), self.num_heads)))
         q, k = self.query_key(x)
         # (B, L, C) -> (B, heads, L, C/heads)
@@ -219,6 +220,13 @@ class TNTBlock(nn.Module):
         self.mlp = Mlp(outer_dim, int(outer_dim * mlp_ratio), act_layer, drop)
         self.se = SqueezeExcite(outer_dim) if with_se else None
         self.drop_path = StochasticDepth(drop_path, mode='row') if drop_path > 0 else nn.Identity()
+        # What the fused CPU inner transformer computes: LayerNorms of one eps, exact GELU,
+        # no qkv bias, hidden width 4c; in training also no dropout and no stochastic depth.
+        self.inner_fusable = has_inner and (
+            norm_layer is nn.LayerNorm and act_layer is nn.GELU and not qkv_bias
+            and self.mlp_in.fc1.out_features == 4 * inner_dim
+            and self.norm_in.eps == self.norm_mlp_in.eps)
+        self.inner_fusable_in_training = self.inner_fusable and drop == attn_drop == drop_path == 0
 
     def words_to_sentences(self, words: torch.Tensor, batch: int) -> torch.Tensor:
         """(B*N, m, c) words -> (B, N, d) contribution to the sentence tokens."""
@@ -227,8 +235,23 @@ class TNTBlock(nn.Module):
         return self.norm2_proj(self.proj(self.norm1_proj(
             words.reshape(batch, -1, self.proj.in_features))))
 
+    def inner_kernel_applies(self, words: torch.Tensor) -> bool:
+        """Whether the fused CPU inner transformer computes :meth:`forward_inner` here."""
+        fusable = self.inner_fusable_in_training if self.training else self.inner_fusable
+        return fusable and inner_kernel_applies(
+            words, self.attn_in.qk.in_features // self.attn_in.num_heads)
+
     def forward_inner(self, words: torch.Tensor) -> torch.Tensor:
         """The inner transformer on the words of every patch: (B*N, m, c) -> (B*N, m, c)."""
+        if self.inner_kernel_applies(words):
+            attn, mlp = self.attn_in, self.mlp_in
+            # [Wq; Wk; Wv]: one product for the three, read in place by the attention
+            w_qkv = torch.cat([attn.qk.weight, attn.v.weight])
+            return inner_transformer(
+                words, (self.norm_in.weight, self.norm_in.bias, w_qkv, attn.proj.weight,
+                        attn.proj.bias, self.norm_mlp_in.weight, self.norm_mlp_in.bias,
+                        mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias),
+                attn.num_heads, self.norm_in.eps)
         words = words + self.drop_path(self.attn_in(self.norm_in(words)))
         return words + self.drop_path(self.mlp_in(self.norm_mlp_in(words)))
 
@@ -243,7 +266,9 @@ class TNTBlock(nn.Module):
                 FLOPs, so this trades a few percent of training time for much memory.
         """
         if self.has_inner:
-            if recompute_inner:
+            # The fused kernel keeps only the block's input words for its backward pass: it
+            # recomputes the inner transformer there by itself.
+            if recompute_inner and not self.inner_kernel_applies(words):
                 words = checkpoint(self.forward_inner, words, use_reentrant=False)
             else:
                 words = self.forward_inner(words)

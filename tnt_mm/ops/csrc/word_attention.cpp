@@ -1,4 +1,5 @@
-// Fused CPU attention over the 16 words of each patch (the TNT inner transformer).
+// Fused CPU attention over the 16 words of each patch (the TNT inner transformer), forward and
+// backward.
 //
 // The inner attention runs B x N x heads independent problems of 16 tokens with head width 6
 // (TNT-Ti/S) or 10 (TNT-B): 19 MFLOPs per TNT-S block at 224, yet as a batched
@@ -6,57 +7,22 @@
 // every tiny problem goes through generic kernels plus permute copies. Here one (patch, head)
 // problem is solved in registers/L1: q, k, v are read in place from the `qk` and `v`
 // projections (no permute), the 16 x 16 scores never leave the stack, and the result is written
-// straight into the (N, 16, C) layout the output projection reads.
+// straight into the (N, 16, C) layout the output projection reads. The backward pass recomputes
+// the 16 x 16 probabilities from q and k (cheaper than storing them) and writes the gradients
+// straight into the layouts of the `qk` and `v` projections.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
-#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "word_attention.h"
 
 namespace {
 
-constexpr int kWords = 16;  // a 16 x 16 patch cut by the stride-4 word conv
-
-// One (patch, head): q and k rows have stride `qk_stride` (they live in the qk projection's
-// output), v and out rows stride `c`.
-template <int kDim>
-inline void head_attention(const float* __restrict q, const float* __restrict k,
-                           int64_t qk_stride, const float* __restrict v,
-                           float* __restrict out, int64_t c, float scale) {
-  alignas(64) float kt[kDim][kWords];  // k transposed and pre-scaled: scores vectorise over j
-  alignas(64) float vt[kDim][kWords];
-  alignas(64) float score[kWords];
-  for (int j = 0; j < kWords; ++j) {
-    for (int d = 0; d < kDim; ++d) {
-      kt[d][j] = k[j * qk_stride + d] * scale;
-      vt[d][j] = v[j * c + d];
-    }
-  }
-  for (int i = 0; i < kWords; ++i) {
-#pragma omp simd
-    for (int j = 0; j < kWords; ++j) score[j] = 0.f;
-    for (int d = 0; d < kDim; ++d) {
-      const float qd = q[i * qk_stride + d];
-#pragma omp simd
-      for (int j = 0; j < kWords; ++j) score[j] += qd * kt[d][j];
-    }
-    float top = score[0];
-#pragma omp simd reduction(max : top)
-    for (int j = 0; j < kWords; ++j) top = score[j] > top ? score[j] : top;
-    float total = 0.f;
-#pragma omp simd reduction(+ : total)
-    for (int j = 0; j < kWords; ++j) {
-      score[j] = std::exp(score[j] - top);
-      total += score[j];
-    }
-    const float inv = 1.f / total;
-    for (int d = 0; d < kDim; ++d) {
-      float acc = 0.f;
-#pragma omp simd reduction(+ : acc)
-      for (int j = 0; j < kWords; ++j) acc += score[j] * vt[d][j];
-      out[i * c + d] = acc * inv;
-    }
-  }
-}
+using tnt_mm::head_attention;
+using tnt_mm::head_attention_backward;
+using tnt_mm::kWords;
 
 template <int kDim>
 void run(const float* qk, const float* v, float* out, int64_t patches, int64_t heads, int64_t c,
@@ -65,16 +31,28 @@ void run(const float* qk, const float* v, float* out, int64_t patches, int64_t h
     for (int64_t index = begin; index < end; ++index) {
       const int64_t n = index / heads, h = index % heads;
       const float* q = qk + n * kWords * 2 * c + h * kDim;
-      head_attention<kDim>(q, q + c, 2 * c, v + n * kWords * c + h * kDim,
+      head_attention<kDim>(q, q + c, 2 * c, v + n * kWords * c + h * kDim, c,
                            out + n * kWords * c + h * kDim, c, scale);
     }
   });
 }
 
-}  // namespace
+template <int kDim>
+void run_backward(const float* qk, const float* v, const float* dout, float* dqk, float* dv,
+                  int64_t patches, int64_t heads, int64_t c, float scale) {
+  at::parallel_for(0, patches * heads, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t n = index / heads, h = index % heads;
+      const int64_t qk_offset = n * kWords * 2 * c + h * kDim, offset = n * kWords * c + h * kDim;
+      head_attention_backward<kDim>(qk + qk_offset, qk + qk_offset + c, 2 * c, v + offset, c,
+                                    dout + offset, c, scale, dqk + qk_offset,
+                                    dqk + qk_offset + c, 2 * c, dv + offset, c);
+    }
+  });
+}
 
-// qk: (N, 16, 2C) = [q | k] as the TNT `qk` Linear writes it; v: (N, 16, C). Returns (N, 16, C).
-torch::Tensor word_attention(torch::Tensor qk, torch::Tensor v, int64_t heads, double scale) {
+// Checks shared by forward and backward; returns the head width.
+int64_t check_inputs(const torch::Tensor& qk, const torch::Tensor& v, int64_t heads) {
   TORCH_CHECK(qk.device().is_cpu() && v.device().is_cpu(), "word_attention runs on the CPU");
   TORCH_CHECK(qk.scalar_type() == torch::kFloat && v.scalar_type() == torch::kFloat,
               "word_attention takes float32, got ", qk.scalar_type(), " and ", v.scalar_type());
@@ -85,19 +63,73 @@ torch::Tensor word_attention(torch::Tensor qk, torch::Tensor v, int64_t heads, d
   const int64_t c = v.size(2);
   TORCH_CHECK(heads > 0 && c % heads == 0, "width ", c, " is not divisible by ", heads, " heads");
   const int64_t dim = c / heads;
+  TORCH_CHECK(dim == 6 || dim == 8 || dim == 10,
+              "word_attention supports head widths 6, 8 and 10, got ", dim);
+  return dim;
+}
+
+// Calls `body(std::integral_constant<int, D>)` for the head width D known at run time.
+template <typename Body>
+void dispatch_head_dim(int64_t dim, Body body) {
+  switch (dim) {
+    case 6: body(std::integral_constant<int, 6>()); break;
+    case 8: body(std::integral_constant<int, 8>()); break;
+    default: body(std::integral_constant<int, 10>()); break;
+  }
+}
+
+}  // namespace
+
+// qk: (N, 16, 2C) = [q | k] as the TNT `qk` Linear writes it; v: (N, 16, C). Returns (N, 16, C).
+torch::Tensor word_attention(torch::Tensor qk, torch::Tensor v, int64_t heads, double scale) {
+  const int64_t dim = check_inputs(qk, v, heads), c = v.size(2);
   qk = qk.contiguous();
   v = v.contiguous();
   auto out = torch::empty({v.size(0), kWords, c}, v.options());
   const float s = static_cast<float>(scale);
-  switch (dim) {
-    case 6: run<6>(qk.data_ptr<float>(), v.data_ptr<float>(), out.data_ptr<float>(), v.size(0), heads, c, s); break;
-    case 10: run<10>(qk.data_ptr<float>(), v.data_ptr<float>(), out.data_ptr<float>(), v.size(0), heads, c, s); break;
-    case 8: run<8>(qk.data_ptr<float>(), v.data_ptr<float>(), out.data_ptr<float>(), v.size(0), heads, c, s); break;
-    default: TORCH_CHECK(false, "word_attention supports head widths 6, 8 and 10, got ", dim);
-  }
+  dispatch_head_dim(dim, [&](auto head_dim) {
+    run<decltype(head_dim)::value>(qk.data_ptr<float>(), v.data_ptr<float>(),
+                                   out.data_ptr<float>(), v.size(0), heads, c, s);
+  });
   return out;
 }
 
+// The gradients of word_attention(qk, v) for the output gradient `grad_out` (N, 16, C):
+// (grad_qk (N, 16, 2C), grad_v (N, 16, C)).
+std::vector<torch::Tensor> word_attention_backward(torch::Tensor qk, torch::Tensor v,
+                                                   torch::Tensor grad_out, int64_t heads,
+                                                   double scale) {
+  const int64_t dim = check_inputs(qk, v, heads), c = v.size(2);
+  TORCH_CHECK(grad_out.sizes() == v.sizes() && grad_out.scalar_type() == torch::kFloat,
+              "word_attention_backward expects a float32 grad_out shaped like v ", v.sizes(),
+              ", got ", grad_out.scalar_type(), " ", grad_out.sizes());
+  qk = qk.contiguous();
+  v = v.contiguous();
+  grad_out = grad_out.contiguous();
+  auto grad_qk = torch::empty_like(qk);
+  auto grad_v = torch::empty_like(v);
+  const float s = static_cast<float>(scale);
+  dispatch_head_dim(dim, [&](auto head_dim) {
+    run_backward<decltype(head_dim)::value>(
+        qk.data_ptr<float>(), v.data_ptr<float>(), grad_out.data_ptr<float>(),
+        grad_qk.data_ptr<float>(), grad_v.data_ptr<float>(), v.size(0), heads, c, s);
+  });
+  return {grad_qk, grad_v};
+}
+
+// inner_transformer.cpp
+torch::Tensor inner_transformer_forward(torch::Tensor words, std::vector<torch::Tensor> weights,
+                                        int64_t heads, double eps);
+std::vector<torch::Tensor> inner_transformer_backward(torch::Tensor words, torch::Tensor grad_out,
+                                                      std::vector<torch::Tensor> weights,
+                                                      int64_t heads, double eps);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("word_attention", &word_attention, "fused attention over the 16 words of each patch");
+  m.def("word_attention_backward", &word_attention_backward,
+        "gradients of word_attention with respect to qk and v");
+  m.def("inner_transformer_forward", &inner_transformer_forward,
+        "the TNT inner transformer of 16-word patches in one pass");
+  m.def("inner_transformer_backward", &inner_transformer_backward,
+        "gradients of inner_transformer_forward with respect to the words and every weight");
 }
