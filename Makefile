@@ -5,7 +5,7 @@ PYTHON := $(VENV)/bin/python
 THREADS ?= 2
 RUN    := OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(PYTHON)
 
-.PHONY: install demo demo-backbone demo-cls demo-seg demo-seg-trans2seg seg-data test flops bench clean
+.PHONY: install demo det-data demo-chain demo-backbone demo-cls demo-seg demo-seg-trans2seg seg-data test flops bench clean
 
 install:
 	bash tools/install.sh
@@ -14,9 +14,11 @@ install:
 # (COCO layout), evaluated with COCO AP, predictions drawn in work_dirs/demo_det/predictions.png.
 DET_DATA := data/shapes_coco
 DET_CKPT := work_dirs/demo_det/epoch_6.pth
-demo: install
+det-data:
 	test -f $(DET_DATA)/info.json || $(RUN) tools/data/make_shapes.py coco $(DET_DATA) --size 96 \
 		--radius-range 0.15 0.3 --num-train 1600 --num-val 200
+
+demo: install det-data
 	$(RUN) tools/train.py configs/demo/det_shapes.py --work-dir work_dirs/demo_det
 	$(RUN) tools/test.py configs/demo/det_shapes.py $(DET_CKPT) --work-dir work_dirs/demo_det
 	$(RUN) tools/demo/detect_image.py configs/demo/det_shapes.py $(DET_CKPT) \
@@ -37,6 +39,13 @@ demo-cls: install
 	$(RUN) tools/train.py configs/demo/cls_shapes.py --work-dir work_dirs/demo_cls
 	$(RUN) tools/test.py configs/demo/cls_shapes.py $(CLS_CKPT) \
 		--work-dir work_dirs/demo_cls
+
+# The pretrain-to-detection chain in miniature: the classification demo's checkpoint
+# initialises the detection demo's backbone (configs/demo/det_shapes_chain.py).
+demo-chain: demo-cls det-data
+	$(RUN) tools/train.py configs/demo/det_shapes_chain.py --work-dir work_dirs/demo_det_chain
+	$(RUN) tools/test.py configs/demo/det_shapes_chain.py work_dirs/demo_det_chain/epoch_6.pth \
+		--work-dir work_dirs/demo_det_chain
 
 # Segmentation demo: TNT + UperNet trained through mmseg on generated shapes (ADE20K layout),
 # then mIoU and coloured predictions in work_dirs/demo_seg/vis/. UperNet learns this data from

@@ -44,9 +44,11 @@ print(f"torch {torch.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv._
 PY
 }
 
+# one check (the imports take seconds): its output is the summary
 if [ -x "$VENV/bin/python" ] && [ -f "$VENV/.tnt_mm_stamp" ] \
-        && [ "$(cat "$VENV/.tnt_mm_stamp")" = "$(stamp_value)" ] && check_env >/dev/null 2>&1; then
-    say "reusing $VENV ($(check_env 2>/dev/null))"
+        && [ "$(cat "$VENV/.tnt_mm_stamp")" = "$(stamp_value)" ] \
+        && summary=$(check_env 2>/dev/null); then
+    say "reusing $VENV ($summary)"
     exit 0
 fi
 

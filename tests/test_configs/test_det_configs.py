@@ -80,3 +80,15 @@ def test_demo_rois_pool_from_the_deep_levels():
     rois = torch.stack([torch.zeros(3), torch.zeros(3), torch.zeros(3), side, side], dim=1)
     assert extractor.map_roi_levels(rois, num_levels=4).tolist() == [2, 2, 3]
     assert cfg.model.backbone.out_indices == (1, 2, 4, 5)
+
+
+def test_demo_pyramid_has_no_layernorm():
+    """The demo's pyramid leaves the features unnormalised (pyramid_norm=None): the channel
+    LayerNorm erased the shape class before the RoI head (see the config's header). The COCO
+    configs keep ViTDet's LayerNorm."""
+    from tnt_mm.models.backbones.pyramid import LayerNorm2d
+    _, demo = build('configs/demo/det_shapes.py')
+    assert not any(isinstance(m, LayerNorm2d) for m in demo.backbone.pyramid.modules())
+    assert all(level[-1].bias is not None for level in demo.backbone.pyramid.levels)
+    _, coco = build('configs/faster_rcnn_tnt_ti_fpn.py')
+    assert sum(isinstance(m, LayerNorm2d) for m in coco.backbone.pyramid.modules()) == 5

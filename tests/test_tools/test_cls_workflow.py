@@ -66,30 +66,30 @@ def test_resume_continues(trained):
 
 
 def test_classifier_checkpoint_initialises_a_detector(trained):
-    """A Faster R-CNN backbone starts from the trained classifier: the position embedding is
-    resampled (4x4 grid at 32 px -> 14x14), the pyramid is new, the head is left out."""
+    """The chain config (configs/demo/det_shapes_chain.py) starts the detection demo from a
+    trained classifier: the position embedding is resampled (2x2 grid at 32 px -> 6x8), the
+    pyramid is new, the head is left out."""
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
-    import mmdet
     register_all_modules()
     work_dir, _ = trained
     checkpoint = osp.join(work_dir, 'epoch_2.pth')
-    cfg = Config.fromfile(osp.join(osp.dirname(mmdet.__file__),
-                                   '.mim/configs/faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'))
-    arch = Config.fromfile('configs/demo/cls_shapes.py').model.backbone.arch  # 6 blocks
-    cfg.model.backbone = dict(type='tnt_mm.TNT', arch=dict(arch), out_indices=(1, 2, 4, 5),
-                              init_cfg=dict(type='Pretrained', checkpoint=checkpoint))
-    cfg.model.neck.in_channels = [192] * 4
+    cfg = Config.fromfile('configs/demo/det_shapes_chain.py')
+    assert cfg.model.backbone.init_cfg.checkpoint == 'work_dirs/demo_cls/epoch_14.pth'
+    # the classification demo trains the same backbone that the detection demo builds
+    cls_cfg = Config.fromfile('configs/demo/cls_shapes.py')
+    assert cfg.model.backbone.arch == cls_cfg.model.backbone.arch
+    cfg.model.backbone.init_cfg.checkpoint = checkpoint
     detector = MODELS.build(cfg.model)
     detector.init_weights()
     trained_state = torch.load(checkpoint, weights_only=True)['state_dict']
     assert torch.equal(detector.backbone.blocks[5].mlp.fc1.weight,  # the last block
                        trained_state['backbone.blocks.5.mlp.fc1.weight'])
-    assert detector.backbone.patch_pos.shape == (1, 1 + 14 * 14, 192)
+    assert detector.backbone.patch_pos.shape == (1, 1 + 6 * 8, 192)
     detector.eval()
     with torch.no_grad():
-        feats = detector.extract_feat(torch.randn(1, 3, 128, 160))
-    assert [tuple(f.shape[-2:]) for f in feats] == [(32, 40), (16, 20), (8, 10), (4, 5), (2, 3)]
+        feats = detector.extract_feat(torch.randn(1, 3, 96, 128))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(24, 32), (12, 16), (6, 8), (3, 4), (2, 2)]
 
 
 def test_attention_pictures(trained, tmp_path):

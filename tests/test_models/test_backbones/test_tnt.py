@@ -83,7 +83,8 @@ def test_position_embedding_resampling():
     dict(out_type='cls_token'),
     dict(out_type='cls_token', with_se=True, drop_path_rate=0.1),
     dict(out_type='pyramid', inner_block_indices=(0, 3, 7, 11), layout='legacy'),
-], ids=['pyramid', 'featmap', 'cls_token', 'se-droppath', 'table5-legacy'])
+    dict(out_type='pyramid', pyramid_norm=None),
+], ids=['pyramid', 'featmap', 'cls_token', 'se-droppath', 'table5-legacy', 'pyramid-no-norm'])
 def test_every_parameter_gets_a_gradient(kwargs):
     torch.manual_seed(0)
     model = TNT('tiny', **kwargs).train()
@@ -93,6 +94,21 @@ def test_every_parameter_gets_a_gradient(kwargs):
     assert not no_grad, f'parameters without gradient: {no_grad}'
     for out in outs:
         assert torch.isfinite(out).all()
+
+
+def test_pyramid_norm_choice():
+    """'LN' normalises every level's pixels over the channels; None leaves them as the
+    convolutions (with bias) wrote them, at the same strides."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        normed = TNT('tiny', pyramid_channels=32).eval()(x)
+        raw = TNT('tiny', pyramid_channels=32, pyramid_norm=None).eval()(x)
+    for a, b in zip(normed, raw):
+        assert a.shape == b.shape
+        assert torch.allclose(a.mean(1), torch.zeros(()), atol=1e-4)  # LN's weight 1, bias 0
+        assert torch.allclose(a.var(1, unbiased=False), torch.ones(()), atol=1e-2)
+        assert not torch.allclose(b.var(1, unbiased=False), torch.ones(()), atol=1e-1)
 
 
 def test_only_used_blocks_are_built():
@@ -189,6 +205,8 @@ def test_custom_arch():
     (dict(layout='huawei'), "layout='huawei' is not supported"),
     (dict(inner_block_indices=(20,)), r'inner_block_indices=\(20,\) has \[20\] out of range'),
     (dict(pyramid_scales=(8.0, 2.0, 1.0, 0.5)), 'scale factor 8.0 is not supported'),
+    (dict(pyramid_norm='BN'),
+     r"pyramid norm 'BN' is not supported; use one of \('LN', None\)"),
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises((ValueError, NotImplementedError), match=message):

@@ -7,7 +7,7 @@ gets four levels at 1/4, 1/8, 1/16 and 1/32. The layers follow detectron2 ViTDet
 then refined by a 3x3 convolution. Their weight is pinned by the paper's parameter counts:
 Faster R-CNN with TNT-S has 48.1M parameters and with DeiT-S 46.4M (checked in the tests).
 """
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -24,10 +24,17 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
-def _rescale_layers(scale: float, dim: int) -> List[nn.Module]:
+NORMS = ('LN', None)
+
+
+def _norm(kind: Optional[str], dim: int) -> List[nn.Module]:
+    return [LayerNorm2d(dim)] if kind == 'LN' else []
+
+
+def _rescale_layers(scale: float, dim: int, norm: Optional[str]) -> List[nn.Module]:
     """The layers that change the resolution of a (B, dim, H, W) map by ``scale``."""
     if scale == 4.0:
-        return [nn.ConvTranspose2d(dim, dim, 2, stride=2), LayerNorm2d(dim), nn.GELU(),
+        return [nn.ConvTranspose2d(dim, dim, 2, stride=2), *_norm(norm, dim), nn.GELU(),
                 nn.ConvTranspose2d(dim, dim, 2, stride=2)]
     if scale == 2.0:
         return [nn.ConvTranspose2d(dim, dim, 2, stride=2)]
@@ -49,20 +56,30 @@ class PyramidRescaler(nn.Module):
         out_channels (int): channels of every output map.
         scale_factors (Sequence[float]): resolution factor of each level, from
             ``{4.0, 2.0, 1.0, 0.5}``. Defaults to ``(4.0, 2.0, 1.0, 0.5)``.
+        norm (str, optional): ``'LN'``: a channel LayerNorm after each level's convolution
+            (and between the two deconvolutions), as ViTDet; ``None``: none, the convolutions
+            get a bias instead. Measured on the detection demo's small TNT, pretrained on
+            the shapes: a linear probe reads the shape class from RoI-pooled block features
+            62% of the time, from the same features after a channel LayerNorm 23% (chance
+            17%), and the detector with ``None`` learns the classes many times faster (see
+            README.md). Defaults to ``'LN'``.
     """
 
     def __init__(self,
                  in_channels: int,
                  out_channels: int,
-                 scale_factors: Sequence[float] = (4.0, 2.0, 1.0, 0.5)) -> None:
+                 scale_factors: Sequence[float] = (4.0, 2.0, 1.0, 0.5),
+                 norm: Optional[str] = 'LN') -> None:
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f'pyramid norm {norm!r} is not supported; use one of {NORMS}')
         self.scale_factors = tuple(float(s) for s in scale_factors)
         self.levels = nn.ModuleList()
         for scale in self.scale_factors:
             self.levels.append(nn.Sequential(
-                *_rescale_layers(scale, in_channels),
-                nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-                LayerNorm2d(out_channels),
+                *_rescale_layers(scale, in_channels, norm),
+                nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=norm is None),
+                *_norm(norm, out_channels),
             ))
 
     def forward(self, feats: Sequence[torch.Tensor]) -> List[torch.Tensor]:

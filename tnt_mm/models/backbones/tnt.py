@@ -357,6 +357,8 @@ class TNT(BaseModule):
             ``'pyramid'``. Defaults to ``(4.0, 2.0, 1.0, 0.5)``.
         pyramid_channels (int, optional): channels of the pyramid levels. Defaults to the outer
             width d.
+        pyramid_norm (str, optional): ``'LN'`` (ViTDet's channel LayerNorm in every level) or
+            ``None``; see :class:`PyramidRescaler`. Defaults to ``'LN'``.
         mlp_ratio (float): hidden width of the MLPs over their input width. Defaults to 4.
         qkv_bias (bool): bias in the attention ``qk`` and ``v`` Linears. Defaults to False.
         drop_rate (float): dropout after projections and on the embeddings. Defaults to 0.
@@ -396,6 +398,7 @@ class TNT(BaseModule):
                  out_type: str = 'pyramid',
                  pyramid_scales: Sequence[float] = (4.0, 2.0, 1.0, 0.5),
                  pyramid_channels: Optional[int] = None,
+                 pyramid_norm: Optional[str] = 'LN',
                  mlp_ratio: float = 4.,
                  qkv_bias: bool = False,
                  drop_rate: float = 0.,
@@ -472,7 +475,7 @@ class TNT(BaseModule):
                     f'pyramid_scales={tuple(pyramid_scales)} has {len(pyramid_scales)} entries '
                     f'for out_indices={self.out_indices}')
             self.pyramid = PyramidRescaler(outer_dim, pyramid_channels or outer_dim,
-                                           pyramid_scales)
+                                           pyramid_scales, pyramid_norm)
         self._init_trunk()
 
     # ------------------------------------------------------------------ construction helpers
