@@ -9,7 +9,8 @@ GELU, two more products, each writing its activations out). Two kernels replace 
   + residual -> LN -> fc1 + GELU -> fc2 + residual) for tiles of 8 patches (128 words) that stay
   in cache, its products through ATen's small-GEMM micro-kernels (``cpublas::brgemm``). Its
   backward keeps only the block's input words and recomputes each tile's activations. TNT-S,
-  224, batch 8, 2 threads: 5.7 against 17.0 ms forward, 31 against 51 ms forward + backward.
+  224, batch 8, 2 threads: 6.0 against 14.3 ms forward, 20.5 against 51.2 ms forward + backward
+  (against the reference modules; README.md, Speed and memory).
   Used for the paper's widths (:data:`INNER_SHAPES`) when the block has no qkv bias, exact GELU
   and, in training, no dropout or stochastic depth.
 - ``csrc/word_attention.cpp``: the attention alone for other widths (head width 6, 8 or 10):
