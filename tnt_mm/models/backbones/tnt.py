@@ -100,15 +100,15 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
-        if kernel_applies(x, dim // self.num_heads, self.attn_drop if self.training else 0.):
+        dropout_p = self.attn_drop if self.training else 0.
+        if kernel_applies(x, dim // self.num_heads, dropout_p):
             # CPU attention over the 16 words of each patch: the fused kernel (same outputs and
             # gradients)
             return self.proj_drop(self.proj(word_attention(self.qk(x), self.v(x), self.num_heads)))
         q, k = self.query_key(x)
         # (B, L, C) -> (B, heads, L, C/heads)
         v = self.v(x).reshape(batch, tokens, self.num_heads, dim // self.num_heads).transpose(1, 2)
-        x = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.)
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
         # (B, heads, L, C/heads) -> (B, L, C)
         x = x.transpose(1, 2).reshape(batch, tokens, dim)
         return self.proj_drop(self.proj(x))

@@ -8,10 +8,9 @@
 // products have too few columns for BLAS to run well. Here a tile of a few patches goes through
 // every step while its activations stay in L2: the products go to oneDNN's small-matrix
 // kernels (BLAS where torch has none), the rest is written for the widths known at compile
-// time. The backward pass gets only
-// the input words: it recomputes the tile's activations (a tenth of the block's FLOPs) instead
-// of storing them, then runs the chain rule through the same steps; weight gradients are
-// accumulated per thread and summed at the end.
+// time. The backward pass gets only the input words: it recomputes the tile's activations (a
+// tenth of the block's FLOPs) instead of storing them, then runs the chain rule through the
+// same steps; weight gradients are accumulated per thread and summed at the end.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
