@@ -32,7 +32,7 @@ demo-backbone: install
 # top-1. The data check also catches a folder written by an older version with other counts.
 CLS_DATA := data/shapes_cls
 CLS_DATA_CHECK := grep -qs '"train": 9600' $(CLS_DATA)/info.json
-CLS_CKPT := work_dirs/demo_cls/epoch_14.pth
+CLS_CKPT := work_dirs/demo_cls/epoch_12.pth
 demo-cls: install
 	$(CLS_DATA_CHECK) || $(RUN) tools/data/make_shapes.py imagenet $(CLS_DATA) \
 		--num-train 9600 --num-val 600

@@ -2,15 +2,19 @@
 # TNT-Ti on the synthetic shapes dataset (tools/data/make_shapes.py imagenet data/shapes_cls
 # --num-train 9600) and reports top-1; `make demo-cls` runs it. What changes from the ImageNet
 # recipe, and why:
-# - 64x64 images (4x4 patches), 6 blocks, 14 epochs of 9600 images: the budget of 2 cores;
-# - batch 64 at lr 1e-3, one warm-up epoch (150 iterations): a transformer trained from scratch learns this
-#   data far faster per image at batch 64 than at 16 (plain-PyTorch runs of 1500 iterations
-#   reached 83-85% top-1 at batch 64, against under 50% for the same images at batch 16), and
-#   9600 distinct images generalise better than 1200 seen eight times as often;
+# - 64x64 images (4x4 patches), 6 blocks, 12 epochs of 9600 images: the budget of 2 cores;
+# - batch 64 at lr 1e-3, one warm-up epoch (150 iterations): a transformer trained from scratch
+#   learns this data far faster per image at batch 64 than at 16 (plain-PyTorch runs of 1500
+#   iterations reached 83-85% top-1 at batch 64, against under 50% for the same images at batch
+#   16), and 9600 distinct images generalise better than 1200 seen eight times as often (19200
+#   are no better than 9600 at 1800 iterations: 89.0% against 89.2%);
 # - no Mixup / CutMix / RandAugment / random crops / repeated augmentation / label smoothing:
 #   regularisers for 300 ImageNet epochs, they only slow a run this short (a horizontal flip is
 #   kept);
 # - no EMA: with decay 0.99996, a few thousand steps would validate the initial weights;
+# - AdamW's beta2 0.95 instead of 0.999: its second-moment estimate follows the gradients of a
+#   short run from scratch faster (plain-PyTorch runs of 1800 iterations, horizontal flips: 89.0%
+#   top-1 against 84.7%);
 # - the fused AdamW step (one kernel for all parameters instead of a loop over them).
 _base_ = '../tnt_s_in1k.py'
 
@@ -22,7 +26,7 @@ img_size = 64
 num_classes = 6
 data_root = 'data/shapes_cls'
 batch_size = 64
-max_epochs = 14
+max_epochs = 12
 warmup_epochs = 1  # 150 iterations: transformers from scratch stall without a real warm-up
 lr = 1e-3
 classes = ('circle', 'square', 'triangle', 'cross', 'ring', 'star')
@@ -39,6 +43,8 @@ data_preprocessor = dict(num_classes=num_classes)
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
+    # plain-PyTorch runs of 1800 iterations: 89.2% top-1 with the flip, 83.8% without; adding
+    # a vertical flip gave 93.0% there but 89.0% in one run of this config (README)
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs'),
 ]
@@ -73,8 +79,9 @@ val_evaluator = dict(type='Accuracy', topk=(1, 3))
 test_evaluator = val_evaluator
 
 # The paper's lr 1e-3 is for batch 1024; here it is the best of 7e-4 / 1e-3 / 1.5e-3 / 2e-3 at
-# batch 64 (79 / 83-85 / 76 / 81% after 1500 iterations).
-optim_wrapper = dict(optimizer=dict(lr=lr, fused=True))
+# batch 64 (79 / 83-85 / 76 / 81% after 1500 iterations, beta2 0.999). With beta2 0.95, 1.5e-3
+# gave 90.5% against 89.2% after 1800 (plain PyTorch, one run each: within the run-to-run spread).
+optim_wrapper = dict(optimizer=dict(lr=lr, betas=(0.9, 0.95), fused=True))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-2, by_epoch=True, end=warmup_epochs,
          convert_to_iter_based=True),

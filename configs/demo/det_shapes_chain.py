@@ -6,4 +6,4 @@
 _base_ = './det_shapes.py'
 
 model = dict(backbone=dict(init_cfg=dict(
-    _delete_=True, type='Pretrained', checkpoint='work_dirs/demo_cls/epoch_14.pth')))
+    _delete_=True, type='Pretrained', checkpoint='work_dirs/demo_cls/epoch_12.pth')))

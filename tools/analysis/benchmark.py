@@ -3,6 +3,7 @@
 
     python tools/analysis/benchmark.py                 # the full table (make bench)
     python tools/analysis/benchmark.py --rounds 3 --no-memory
+    python tools/analysis/benchmark.py --verbose          # also every round's time: the noise
 
 All timings come from one process, in interleaved rounds (model A, B, C, A, B, C, ...), and the
 table shows medians and ratios within this run: the machines are noisy, ratios are what compare.
@@ -98,8 +99,9 @@ def timed(fn: Callable[[], None], device: str) -> float:
 
 
 def interleaved(jobs: Dict[str, Callable[[], None]], rounds: int, device: str,
-                warmup: int = 1) -> Dict[str, float]:
-    """Median seconds of each job over ``rounds`` interleaved rounds."""
+                warmup: int = 1, label: str = '', verbose: bool = False) -> Dict[str, float]:
+    """Median seconds of each job over ``rounds`` interleaved rounds; ``verbose`` prints every
+    round's time, which shows how noisy the machine was."""
     for _ in range(warmup):
         for fn in jobs.values():
             fn()
@@ -107,6 +109,9 @@ def interleaved(jobs: Dict[str, Callable[[], None]], rounds: int, device: str,
     for _ in range(rounds):
         for name, fn in jobs.items():
             times[name].append(timed(fn, device))
+    if verbose:
+        for name, t in times.items():
+            print(f'{label} {name}: ' + ' '.join(f'{s:.3f}' for s in t) + ' s')
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -191,7 +196,13 @@ def detector_table(device: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--rounds', type=int, default=5, help='timed rounds per figure')
+    parser.add_argument('--rounds', type=int, default=5,
+                        help='timed rounds per figure at 800x1216 (half of them for '
+                        'forward+backward). Defaults to 5')
+    parser.add_argument('--rounds-224', type=int, default=20,
+                        help='timed rounds at 224, where one takes a second or less and the '
+                        'median needs more of them to settle. Defaults to 20')
+    parser.add_argument('--verbose', action='store_true', help='print every round\'s time')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--batch', type=int, default=8, help='batch at 224. Defaults to 8')
     parser.add_argument('--no-memory', action='store_true', help='skip the memory children')
@@ -218,7 +229,7 @@ def main() -> None:
         return
     device = args.device
     print(f'device: {device}, threads: {torch.get_num_threads()}, torch {torch.__version__}, '
-          f'rounds: {args.rounds} (medians)')
+          f'rounds: {args.rounds_224} at 224, {args.rounds} at 800x1216 (medians)')
 
     speed_rows = SMALL + ((SDPA_WORDS,) if device == 'cpu' else ()) + (
         (COMPILED,) if args.compile else ())
@@ -247,23 +258,26 @@ def main() -> None:
         ours, ref = models[OURS](x224), models['timm TNT-S'](x224)
     print(f'check: tnt_mm vs timm TNT-S class token at 224, max abs diff '
           f'{(ours - ref).abs().max().item():.1e}')
-    secs = interleaved({n: forward_job(f, x224) for n, f in models.items()}, args.rounds, device)
+    secs = interleaved({n: forward_job(f, x224) for n, f in models.items()}, args.rounds_224,
+                       device, label='fwd 224', verbose=args.verbose)
     for name, s in secs.items():
         results[name]['img/s @224'] = args.batch / s
     del models
 
     xdet = torch.randn(1, 3, *DETECTION_SIZE, device=device)
     models = eval_models(DETECTION_SIZE)
-    secs = interleaved({n: forward_job(f, xdet) for n, f in models.items()}, args.rounds, device)
+    secs = interleaved({n: forward_job(f, xdet) for n, f in models.items()}, args.rounds,
+                       device, label='fwd 800x1216', verbose=args.verbose)
     for name, s in secs.items():
         results[name]['fwd s @800x1216'] = s
     models.pop(COMPILED, None)  # training under torch.compile is not measured here
-    models.pop(SDPA_WORDS, None)  # training never uses the kernel: the same as OURS
+    models.pop(SDPA_WORDS, None)  # kernels off: compared in inference only, to keep the run short
     if not args.no_train:
         for forward in models.values():
             forward.module.train()
         secs = interleaved({n: train_job(f, xdet) for n, f in models.items()},
-                           max(1, args.rounds // 2), device)
+                           max(1, args.rounds // 2), device, label='fwd+bwd 800x1216',
+                           verbose=args.verbose)
         for name, s in secs.items():
             results[name]['fwd+bwd s @800x1216'] = s
     del models
