@@ -165,6 +165,18 @@ def test_inner_transformer_scope():
         g.sum().backward()
 
 
+def test_profiler_names_the_kernels():
+    """A profile of inference accounts for the kernels' time under their own names (a call into
+    the extension is invisible to torch.profiler otherwise)."""
+    inner = TNTBlock(24, 384, 16, 4, 6).eval()
+    other_width = TNTBlock(16, 256, 16, 2, 4).eval()  # inner transformer by modules, word kernel
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        inner.forward_inner(torch.randn(8, 16, 24))
+        other_width.forward_inner(torch.randn(8, 16, 16))
+    names = {event.name for event in prof.events()}
+    assert {'tnt_mm::inner_transformer', 'tnt_mm::word_attention'} <= names
+
+
 @pytest.mark.parametrize('recompute_inner', [False, True])
 def test_backbone_training_equals_reference(recompute_inner):
     """A training step's loss and every gradient are the same with and without the kernel."""
