@@ -29,7 +29,7 @@ setup(
     license='Apache-2.0',
     packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools')),
     # the C++ source of the optional CPU kernel, compiled on first use (tnt_mm/ops)
-    package_data={'tnt_mm': ['ops/csrc/*.cpp']},
+    package_data={'tnt_mm': ['ops/csrc/*.cpp', 'ops/csrc/*.h']},
     python_requires='>=3.9',
     install_requires=read_requirements('runtime'),
     extras_require={

@@ -40,7 +40,7 @@ import torch
 
 CSRC = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc')
 SOURCES = [osp.join(CSRC, name) for name in ('word_attention.cpp', 'inner_transformer.cpp')]
-HEADERS = [osp.join(CSRC, 'word_attention.h')]
+HEADERS = [osp.join(CSRC, name) for name in ('word_attention.h', 'fast_math.h')]
 WORDS = 16
 HEAD_DIMS = (6, 8, 10)
 # (word width, head width) pairs of the fused inner transformer: TNT-Ti, TNT-S, TNT-B

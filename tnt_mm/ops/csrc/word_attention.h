@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "fast_math.h"
+
 namespace tnt_mm {
 
 constexpr int kWords = 16;  // a 16 x 16 patch cut by the stride-4 word conv
@@ -30,7 +32,7 @@ inline void exp_columns(float (&scores)[kWords][kWords], float (&top)[kWords],
   for (int j = 0; j < kWords; ++j) {
 #pragma omp simd
     for (int i = 0; i < kWords; ++i) {
-      scores[j][i] = std::exp(scores[j][i] - top[i]);
+      scores[j][i] = exp_fast(scores[j][i] - top[i]);
       inv_total[i] += scores[j][i];
     }
   }
@@ -151,7 +153,7 @@ inline void head_attention_backward(const float* __restrict q, const float* __re
         s += qi[d] * kt[d][j];
         g += gi[d] * vt[d][j];
       }
-      const float p = std::exp(s * scale - shift) * norm;
+      const float p = exp_fast(s * scale - shift) * norm;
       prob[i][j] = p;
       dscore[i][j] = p * (g - di);
     }
