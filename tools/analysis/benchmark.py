@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import os.path as osp
+import random
 import statistics
 import subprocess
 import sys
@@ -99,16 +100,25 @@ def timed(fn: Callable[[], None], device: str) -> float:
 
 
 def interleaved(jobs: Dict[str, Callable[[], None]], rounds: int, device: str,
-                warmup: int = 1, label: str = '', verbose: bool = False) -> Dict[str, float]:
+                warmup: int = 1, label: str = '', verbose: bool = False,
+                seed: int = 0) -> Dict[str, float]:
     """Median seconds of each job over ``rounds`` interleaved rounds; ``verbose`` prints every
-    round's time, which shows how noisy the machine was."""
+    round's time, which shows how noisy the machine was.
+
+    Every round runs each job once, in an order shuffled afresh (seeded, so a run can be
+    repeated): a job's time depends on the job before it (the heap and caches it leaves), and in
+    a fixed order each job would always follow the same one. On this 2-core machine, tnt_mm
+    TNT-S at 224 took 4-5% longer right after the 'SDPA words' row, its fixed predecessor in
+    the table's order, than after timm TNT-S or DeiT-S (40 shuffled rounds, twice).
+    """
     for _ in range(warmup):
         for fn in jobs.values():
             fn()
+    order = random.Random(seed)
     times: Dict[str, List[float]] = {name: [] for name in jobs}
     for _ in range(rounds):
-        for name, fn in jobs.items():
-            times[name].append(timed(fn, device))
+        for name in order.sample(list(jobs), len(jobs)):
+            times[name].append(timed(jobs[name], device))
     if verbose:
         for name, t in times.items():
             print(f'{label} {name}: ' + ' '.join(f'{s:.3f}' for s in t) + ' s')
