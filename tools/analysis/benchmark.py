@@ -5,8 +5,9 @@
     python tools/analysis/benchmark.py --rounds 3 --no-memory
     python tools/analysis/benchmark.py --verbose          # also every round's time: the noise
 
-All timings come from one process, in interleaved rounds (model A, B, C, A, B, C, ...), and the
-table shows medians and ratios within this run: the machines are noisy, ratios are what compare.
+All timings come from one process, in interleaved rounds (every model once per round, in a
+seeded shuffled order), and the table shows medians and ratios within this run: the machines
+are noisy, ratios are what compare.
 - forward throughput at 224x224, batch 8 (images/s);
 - forward time and forward+backward time at 800x1216, batch 1;
 - peak memory of forward+backward at 800x1216. On the CPU each model runs in a child process of
@@ -106,18 +107,18 @@ def interleaved(jobs: Dict[str, Callable[[], None]], rounds: int, device: str,
     round's time, which shows how noisy the machine was.
 
     Every round runs each job once, in an order shuffled afresh (seeded, so a run can be
-    repeated): a job's time depends on the job before it (the heap and caches it leaves), and in
-    a fixed order each job would always follow the same one. On this 2-core machine, tnt_mm
+    repeated): a job's time depends on the job before it (presumably through the heap and caches
+    it leaves), and in a fixed order each job would always follow the same one. On this 2-core machine, tnt_mm
     TNT-S at 224 took 4-5% longer right after the 'SDPA words' row, its fixed predecessor in
     the table's order, than after timm TNT-S or DeiT-S (40 shuffled rounds, twice).
     """
     for _ in range(warmup):
         for fn in jobs.values():
             fn()
-    order = random.Random(seed)
-    times: Dict[str, List[float]] = {name: [] for name in jobs}
+    rng, names = random.Random(seed), list(jobs)
+    times: Dict[str, List[float]] = {name: [] for name in names}
     for _ in range(rounds):
-        for name in order.sample(list(jobs), len(jobs)):
+        for name in rng.sample(names, len(names)):
             times[name].append(timed(jobs[name], device))
     if verbose:
         for name, t in times.items():
