@@ -108,9 +108,10 @@ def interleaved(jobs: Dict[str, Callable[[], None]], rounds: int, device: str,
 
     Every round runs each job once, in an order shuffled afresh (seeded, so a run can be
     repeated): a job's time depends on the job before it (presumably through the heap and caches
-    it leaves), and in a fixed order each job would always follow the same one. On this 2-core machine, tnt_mm
-    TNT-S at 224 took 4-5% longer right after the 'SDPA words' row, its fixed predecessor in
-    the table's order, than after timm TNT-S or DeiT-S (40 shuffled rounds, twice).
+    it leaves), and in a fixed order each job would always follow the same one. On this 2-core
+    machine, tnt_mm TNT-S at 224 took 4-5% longer right after the 'SDPA words' row, its fixed
+    predecessor in the table's order, than after timm TNT-S or DeiT-S (40 shuffled rounds,
+    twice).
     """
     for _ in range(warmup):
         for fn in jobs.values():
