@@ -33,7 +33,6 @@ from mmengine.registry import MODELS, init_default_scope  # noqa: E402
 from mmengine.runner import load_checkpoint  # noqa: E402
 
 import tnt_mm  # noqa: E402,F401
-from tnt_mm.ops import reference_attention  # noqa: E402
 from tnt_mm.models import TNT  # noqa: E402
 
 
@@ -79,18 +78,25 @@ def capture_attention(backbone: TNT, image: torch.Tensor) -> Dict[str, List[torc
     depth = len(backbone.blocks)
     attention: Dict[str, List[torch.Tensor]] = {'inner': [None] * depth, 'outer': [None] * depth}
 
-    def recorder(kind, index):
+    def inner_recorder(index):
+        def hook(block, args):
+            # the inner transformer is one op (possibly a fused kernel): its attention input
+            # is the block's input words after the first inner norm
+            words = args[0]
+            attention['inner'][index] = block.attn_in.attention_weights(block.norm_in(words))
+        return hook
+
+    def outer_recorder(index):
         def hook(module, args):
-            attention[kind][index] = module.attention_weights(args[0])
+            attention['outer'][index] = module.attention_weights(args[0])
         return hook
 
     handles = []
     for i, block in enumerate(backbone.blocks):
         if block.has_inner:
-            handles.append(block.attn_in.register_forward_pre_hook(recorder('inner', i)))
-        handles.append(block.attn_out.register_forward_pre_hook(recorder('outer', i)))
-    # the fused CPU inner transformer does not call attn_in: run the modules themselves
-    with torch.no_grad(), reference_attention():
+            handles.append(block.register_forward_pre_hook(inner_recorder(i)))
+        handles.append(block.attn_out.register_forward_pre_hook(outer_recorder(i)))
+    with torch.no_grad():
         backbone(image)
     for handle in handles:
         handle.remove()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from helpers import kept_default_scope, load_tool, toy_cls_options
+from helpers import load_tool, toy_cls_options
 from mmengine.runner import load_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
@@ -15,17 +15,10 @@ import tnt_mm  # noqa: F401  (registers the loaders)
 from tnt_mm.engine.checkpoint import TRUSTED_PREFIX
 from tnt_mm.models import TNT
 
-make_shapes = load_tool('tools/data/make_shapes.py')
 train = load_tool('tools/train.py')
 test = load_tool('tools/test.py')
 CONFIG = 'configs/demo/cls_shapes.py'
 REFUSED = r"holds Python objects besides tensors \(it refers to posix.mkdir\)"
-
-
-@pytest.fixture(autouse=True)
-def _no_scope_leak():
-    with kept_default_scope():
-        yield
 
 
 class Payload:
@@ -55,13 +48,6 @@ def malicious(tmp_path, monkeypatch):
     assert not os.path.exists(marker), 'the payload ran'
 
 
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('robust_ckpt') / 'shapes')
-    make_shapes.main(['imagenet', root, '--num-train', '24', '--num-val', '12', '--size', '32'])
-    return root
-
-
 def test_mmengine_loader_refuses(malicious):
     path, _ = malicious
     with pytest.raises(pickle.UnpicklingError, match=REFUSED + r'.*"trusted://'):
@@ -89,9 +75,9 @@ def test_converter_refuses(malicious, tmp_path):
     assert not (tmp_path / 'out.pth').exists()
 
 
-def test_test_tool_and_resume_refuse(malicious, data, tmp_path):
+def test_test_tool_and_resume_refuse(malicious, toy_cls_data, tmp_path):
     path, _ = malicious
-    options = toy_cls_options(data)
+    options = toy_cls_options(toy_cls_data)
     with pytest.raises(pickle.UnpicklingError, match=REFUSED):
         test.main([CONFIG, path, '--work-dir', str(tmp_path), '--cfg-options', *options])
     with pytest.raises(pickle.UnpicklingError, match=REFUSED):
@@ -130,12 +116,12 @@ def test_damaged_checkpoint_named(tmp_path, damage):
     assert 'cannot read' in lines[0] and 'truncated or corrupted' in lines[0], lines
 
 
-def test_load_from_is_strict(data, tmp_path):
+def test_load_from_is_strict(toy_cls_data, tmp_path):
     """tools/test.py with a checkpoint of another architecture: mmengine's Runner would warn
     and score random weights; here it stops with the list of differences."""
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
-    options = toy_cls_options(data)
+    options = toy_cls_options(toy_cls_data)
     cfg = test.build_config(test.parse_args([CONFIG, 'unused.pth', '--cfg-options', *options,
                                              'model.backbone.arch.depth=4']))
     init_default_scope('mmpretrain')

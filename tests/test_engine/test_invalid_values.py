@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import kept_default_scope, load_tool, toy_cls_options
+from helpers import load_tool, toy_cls_options
 
 from tnt_mm.engine import CheckInvalidLossHook
 from tnt_mm.models import TNT
@@ -11,12 +11,6 @@ from tnt_mm.utils.config import load_config
 
 make_shapes = load_tool('tools/data/make_shapes.py')
 train = load_tool('tools/train.py')
-
-
-@pytest.fixture(autouse=True)
-def _no_scope_leak():
-    with kept_default_scope():
-        yield
 
 
 def test_every_tool_config_gets_the_hooks():

@@ -5,18 +5,12 @@ whole patches, so each works; each task's model predicts and computes a loss on 
 """
 import pytest
 import torch
-from helpers import kept_default_scope, load_tool, toy_cls_options
+from helpers import load_tool, toy_cls_options
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 SIZES = [(8, 8), (17, 300), (300, 17), (33, 47)]  # (H, W)
 SMALL = dict(inner_dim=12, inner_heads=2, outer_dim=48, outer_heads=3, depth=4)
-
-
-@pytest.fixture(autouse=True)
-def _no_scope_leak():
-    with kept_default_scope():
-        yield
 
 
 def build(path: str, scope: str, **backbone):
@@ -123,7 +117,6 @@ def test_wrong_channel_count_is_named(task):
 def test_rgba_dataset_named_by_the_train_tool(tmp_path):
     """RGBA files read with color_type='unchanged' through tools/train.py: the first batch
     stops with the file's path and both counts."""
-    from helpers import kept_default_scope, load_tool, toy_cls_options
     from PIL import Image
     make_shapes = load_tool('tools/data/make_shapes.py')
     train = load_tool('tools/train.py')

@@ -1,6 +1,11 @@
-"""Compiled kernels: optional accelerations with a reference PyTorch path beside each."""
-from .cpu_kernels import (inner_kernel_applies, inner_transformer, kernel_applies,
-                          load_extension, reference_attention, word_attention)
+"""TNT's inner transformer: the reference implementation, the fused kernels, and the one place
+(:mod:`.dispatch`) that picks between them (``TNT_MM_INNER_BACKEND`` = auto | reference | cpu).
+"""
+from .cpu_kernels import load_extension
+from .dispatch import (BACKENDS, BackendUnavailableError, inner_backend, inner_transformer,
+                       reference_attention, requested_backend, select)
+from .params import InnerTransformerParams
 
-__all__ = ['inner_kernel_applies', 'inner_transformer', 'kernel_applies', 'load_extension',
-           'reference_attention', 'word_attention']
+__all__ = ['BACKENDS', 'BackendUnavailableError', 'InnerTransformerParams', 'inner_backend',
+           'inner_transformer', 'load_extension', 'reference_attention', 'requested_backend',
+           'select']

@@ -2,53 +2,47 @@
 
 The inner transformer works on the 16 words of every patch, 12-40 channels wide, with heads 6
 (TNT-Ti/S) or 10 (TNT-B) wide: tens of thousands of tiny problems per image, which PyTorch runs
-as many small, memory-bound ops (layer norm, three projections, SDPA through permute copies,
-GELU, two more products, each writing its activations out). Two kernels replace them:
+as many small, memory-bound ops. Two kernels replace them:
 
 - ``csrc/inner_transformer.cpp``: the whole inner transformer (LN -> qkv -> attention -> proj
   + residual -> LN -> fc1 + GELU -> fc2 + residual) for tiles of 8 patches (128 words) that stay
   in cache, its products through ATen's small-GEMM micro-kernels (``cpublas::brgemm``). Its
-  backward keeps only the block's input words and recomputes each tile's activations. TNT-S,
-  224, batch 8, 2 threads: 6.0 against 14.3 ms forward, 20.5 against 51.2 ms forward + backward
-  (against the reference modules; README.md, Speed and memory).
-  Used for the paper's widths (:data:`INNER_SHAPES`) when the block has no qkv bias, exact GELU
-  and, in training, no dropout or stochastic depth.
-- ``csrc/word_attention.cpp``: the attention alone for other widths (head width 6, 8 or 10):
-  each (patch, head) problem solved in registers, reading q, k and v in place from the
-  projections, 3x faster than SDPA; its backward recomputes the 16 x 16 probabilities.
+  backward keeps only the block's input words and recomputes each tile's activations.
+- ``csrc/word_attention.cpp``: the attention alone (head width 6, 8 or 10), each (patch, head)
+  problem solved in registers, reading q, k and v in place from the projections; its backward
+  recomputes the 16 x 16 probabilities.
 
-Scope, so that numbers never change: float32 CPU tensors, 16 words, not under ``torch.jit``
-tracing or ``torch.compile``/``torch.export`` (FLOP counting and compiled graphs see the
-reference modules). Outputs and gradients equal the reference within float rounding (tested to
-1e-5); double backward is not supported (it raises).
+Each kernel has a contract (:func:`inner_unsupported`, :func:`word_attention_unsupported`) that
+says why it cannot run an input, and a reference beside it in :mod:`tnt_mm.ops.reference`
+(outputs and gradients equal within float rounding, tested to 1e-5). Which one runs is decided
+in :mod:`tnt_mm.ops.dispatch` only. Double backward is not supported (it raises).
 
-The kernels are compiled with the C++ compiler of the machine (``torch.utils.cpp_extension``,
-about 40 s once; cached in ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``).
-Where they cannot be built, a warning says why and the reference modules are used.
-``TNT_MM_WORD_KERNEL=0`` turns both off; :func:`reference_attention` does so for a block of code.
+The kernels are compiled with the machine's C++ compiler (``torch.utils.cpp_extension``, about
+40 s once; cached in ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``).
 """
-import contextlib
 import hashlib
 import logging
-import os
 import os.path as osp
 import platform
 import warnings
-from typing import Optional, Sequence
+from typing import List, Optional
 
 import torch
+
+from .params import InnerTransformerParams
 
 CSRC = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc')
 SOURCES = [osp.join(CSRC, name) for name in ('word_attention.cpp', 'inner_transformer.cpp')]
 HEADERS = [osp.join(CSRC, name) for name in ('word_attention.h', 'fast_math.h')]
 WORDS = 16
+# head widths of the word-attention kernel
 HEAD_DIMS = (6, 8, 10)
 # (word width, head width) pairs of the fused inner transformer: TNT-Ti, TNT-S, TNT-B
 INNER_SHAPES = ((12, 6), (24, 6), (40, 10))
-ENV_SWITCH = 'TNT_MM_WORD_KERNEL'
+MLP_RATIO = 4
 
-_extension = None  # the loaded module; False once building failed or was switched off
-_reference_depth = 0  # > 0 inside reference_attention()
+_extension = None  # the loaded module; False once building failed
+_build_error: Optional[str] = None
 
 
 def _build_tag() -> str:
@@ -69,12 +63,10 @@ def _build_tag() -> str:
 
 
 def load_extension() -> Optional[object]:
-    """The compiled kernel module, building it on the first call; None if unavailable."""
-    global _extension
+    """The compiled kernel module, building it on the first call; None if it cannot be built
+    (a warning says why, once)."""
+    global _extension, _build_error
     if _extension is None:
-        if os.environ.get(ENV_SWITCH, '1') == '0':
-            _extension = False
-            return None
         try:
             # its import warns that no CUDA runtime exists: irrelevant to a CPU kernel
             cpp_logger = logging.getLogger('torch.utils.cpp_extension')
@@ -96,58 +88,69 @@ def load_extension() -> Optional[object]:
                 extra_ldflags=['-fopenmp'],
                 verbose=False)
         except Exception as error:  # no compiler, no ninja, read-only cache, ...
+            _build_error = f'{type(error).__name__}: {error}'
             warnings.warn(
-                f'could not build the fused CPU inner-transformer kernels ({type(error).__name__}: '
-                f'{error}); TNT uses its reference modules instead: same outputs, slower on '
-                f'the CPU. Set {ENV_SWITCH}=0 to skip the attempt.')
+                f'could not build the fused CPU inner-transformer kernels ({_build_error}); '
+                f'TNT uses the reference implementation instead: same outputs, slower on the '
+                f'CPU. Set TNT_MM_INNER_BACKEND=reference to skip the attempt.')
             _extension = False
     return _extension or None
 
 
+# ------------------------------------------------------------------------------- contracts
 def _compiling() -> bool:
-    """Under torch.compile or torch.export (graphs and exported programs keep the reference
-    op); both checks exist only in newer torch versions."""
+    """Under torch.compile or torch.export (both checks exist only in newer torch versions)."""
     return any(getattr(torch.compiler, name, lambda: False)()
                for name in ('is_compiling', 'is_exporting'))
 
 
-@contextlib.contextmanager
-def reference_attention():
-    """Within this context TNT runs its inner transformer through the reference modules (and
-    ``scaled_dot_product_attention``) instead of the fused kernels: the A/B row of
-    ``tools/analysis/benchmark.py``, and what hooks on those modules need."""
-    global _reference_depth
-    _reference_depth += 1
-    try:
-        yield
-    finally:
-        _reference_depth -= 1
+def _unsupported(x: torch.Tensor) -> Optional[str]:
+    """What every kernel needs: CPU float32 (N, 16, C) tensors, eager mode (graphs and exported
+    programs keep the reference ops), and a built extension."""
+    if x.device.type != 'cpu':
+        return f'the input is on {x.device}, the kernels run on the CPU'
+    if x.dtype != torch.float32:
+        return f'the input is {x.dtype}, the kernels take torch.float32'
+    if x.dim() != 3 or x.shape[1] != WORDS:
+        return f'the input has shape {tuple(x.shape)}, the kernels take (N, {WORDS}, C)'
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return 'TorchScript tracing/scripting records the reference ops only'
+    if _compiling():
+        return 'torch.compile / torch.export graphs keep the reference ops'
+    if load_extension() is None:
+        return f'the extension could not be built ({_build_error})'
+    return None
 
 
-def _kernels_may_run(x: torch.Tensor) -> bool:
-    """The conditions every kernel shares: CPU float32 words of 16 per patch, outside the
-    reference context, tracing, scripting and compiling, and a built extension."""
-    if (x.device.type != 'cpu' or x.dtype != torch.float32 or x.dim() != 3
-            or x.shape[1] != WORDS or _reference_depth):
-        return False
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or _compiling():
-        return False
-    return load_extension() is not None
+def word_attention_unsupported(x: torch.Tensor, head_dim: int,
+                               dropout_p: float = 0.) -> Optional[str]:
+    """Why :func:`word_attention` cannot compute the attention for the words ``x`` (N, 16, C)
+    with heads ``head_dim`` wide and dropout ``dropout_p`` on the weights; None if it can."""
+    if head_dim not in HEAD_DIMS:
+        return f'head width {head_dim} is not one of {HEAD_DIMS}'
+    if dropout_p:
+        return f'attention dropout {dropout_p} (the kernel has none)'
+    return _unsupported(x)
 
 
-def kernel_applies(x: torch.Tensor, head_dim: int, attn_drop: float = 0.) -> bool:
-    """Whether :func:`word_attention` may replace the reference op for input ``x`` (B, L, C),
-    with dropout ``attn_drop`` on the attention weights (the kernel has none)."""
-    return head_dim in HEAD_DIMS and attn_drop == 0 and _kernels_may_run(x)
+def inner_unsupported(words: torch.Tensor, params: InnerTransformerParams,
+                      training: bool) -> Optional[str]:
+    """Why :func:`inner_transformer` cannot run this inner transformer; None if it can."""
+    width = words.shape[-1]
+    if (width, params.head_dim) not in INNER_SHAPES:
+        return (f'(word width, head width) = ({width}, {params.head_dim}) is not one of '
+                f'{INNER_SHAPES}')
+    if params.qk_bias is not None or params.v_bias is not None:
+        return 'the qkv Linears have a bias (the kernel has none)'
+    if params.fc1_weight.shape[0] != MLP_RATIO * width:
+        return (f'the MLP is {params.fc1_weight.shape[0]} wide, the kernel computes '
+                f'{MLP_RATIO} x {width}')
+    if training and params.has_dropout:
+        return 'dropout or stochastic depth in training (the kernel has neither)'
+    return _unsupported(words)
 
 
-def inner_kernel_applies(x: torch.Tensor, head_dim: int) -> bool:
-    """Whether :func:`inner_transformer` may run the inner transformer for words ``x``
-    (N, 16, c). The caller checks what only the module knows (no dropout, exact GELU, ...)."""
-    return (x.dim() == 3 and (x.shape[-1], head_dim) in INNER_SHAPES
-            and _kernels_may_run(x))
-
-
+# ------------------------------------------------------------------------------- kernels
 class _WordAttention(torch.autograd.Function):
     """The kernel as an autograd op: only qk and v are kept for the backward pass."""
 
@@ -167,10 +170,11 @@ class _WordAttention(torch.autograd.Function):
         return grad_qk, grad_v, None, None
 
 
-def word_attention(qk: torch.Tensor, v: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """Attention over 16 words: ``qk`` (N, 16, 2C) = [q | k] as the ``qk`` Linear writes it,
-    ``v`` (N, 16, C); returns (N, 16, C), heads concatenated. Scale 1/sqrt(C / num_heads).
-    Differentiable with respect to ``qk`` and ``v``."""
+def word_attention(qk: torch.Tensor, v: torch.Tensor, num_heads: int,
+                   dropout_p: float = 0.) -> torch.Tensor:
+    """The kernel of :func:`tnt_mm.ops.reference.word_attention` (same arguments; dropout must
+    be 0). Differentiable with respect to ``qk`` and ``v``."""
+    assert not dropout_p, 'the word-attention kernel has no dropout'
     scale = (v.shape[-1] // num_heads) ** -0.5
     if torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad):
         return _WordAttention.apply(qk, v, num_heads, scale)
@@ -200,14 +204,21 @@ class _InnerTransformer(torch.autograd.Function):
         return (grads[0], None, None, *grads[1:])
 
 
-def inner_transformer(words: torch.Tensor, weights: Sequence[torch.Tensor], num_heads: int,
-                      eps: float) -> torch.Tensor:
-    """The TNT inner transformer (pre-norm attention and MLP, both residual, exact GELU, no
-    dropout) on ``words`` (N, 16, c) in one pass. ``weights``, in this order: the first norm's
-    weight and bias, Wqkv (3c, c) = [Wq; Wk; Wv] (no bias), the attention projection's weight
-    and bias, the second norm's weight and bias, fc1 (4c, c) and its bias, fc2 (c, 4c) and its
-    bias; both norms use ``eps``. Differentiable with respect to the words and every weight."""
+def _kernel_weights(p: InnerTransformerParams) -> List[torch.Tensor]:
+    """The weights in the order ``csrc/inner_transformer.cpp`` reads them. [Wq; Wk; Wv] is
+    stacked so that one product computes the three and the attention reads them in place."""
+    w_qkv = torch.cat([p.qk_weight, p.v_weight])
+    return [p.norm1_weight, p.norm1_bias, w_qkv, p.proj_weight, p.proj_bias, p.norm2_weight,
+            p.norm2_bias, p.fc1_weight, p.fc1_bias, p.fc2_weight, p.fc2_bias]
+
+
+def inner_transformer(words: torch.Tensor, params: InnerTransformerParams) -> torch.Tensor:
+    """The kernel of :func:`tnt_mm.ops.reference.inner_transformer` (no dropout) on ``words``
+    (N, 16, c), in one pass. Differentiable with respect to the words and every weight; the
+    backward recomputes the activations from the words."""
+    weights = _kernel_weights(params)
     if torch.is_grad_enabled() and (words.requires_grad or any(w.requires_grad for w in weights)):
-        return _InnerTransformer.apply(words, num_heads, eps, *weights)
+        return _InnerTransformer.apply(words, params.num_heads, params.eps, *weights)
     with torch.profiler.record_function('tnt_mm::inner_transformer'):
-        return load_extension().inner_transformer_forward(words, list(weights), num_heads, eps)
+        return load_extension().inner_transformer_forward(words, weights, params.num_heads,
+                                                          params.eps)

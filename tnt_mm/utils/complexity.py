@@ -11,6 +11,8 @@ from typing import Any, List, Tuple
 import torch
 import torch.nn as nn
 
+from tnt_mm.ops import inner_backend
+
 
 def _sdpa_macs(inputs: List[Any], outputs: List[Any]) -> int:
     from mmengine.analysis.jit_handles import get_shape
@@ -42,7 +44,8 @@ def count_macs(model: nn.Module, inputs: Tuple[torch.Tensor, ...]) -> int:
         analyzer.set_op_handle(**{op: _no_macs for op in _NORM_OPS})
         analyzer.unsupported_ops_warnings(False)
         analyzer.uncalled_modules_warnings(False)
-        with torch.no_grad():
+        # the trace records the reference ops, which the FLOP handles know
+        with torch.no_grad(), inner_backend('reference'):
             return int(analyzer.total())
     finally:
         model.train(was_training)

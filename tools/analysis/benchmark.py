@@ -37,8 +37,9 @@ SMALL = (OURS, 'timm TNT-S', 'timm DeiT-S')
 # Extra rows: memory with block checkpointing, and (--compile) speed under torch.compile.
 WITH_CP = 'tnt_mm TNT-S with_cp'
 COMPILED = 'tnt_mm TNT-S compiled'
-# CPU only: the same model with the words' attention through SDPA instead of the fused kernel.
-SDPA_WORDS = 'tnt_mm TNT-S, SDPA words'
+# CPU only: the same model with the inner transformer on the reference backend (plain PyTorch,
+# SDPA) instead of the fused kernels.
+REFERENCE = 'tnt_mm TNT-S, reference backend'
 
 
 def build(name: str, img_size, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -47,7 +48,7 @@ def build(name: str, img_size, device: str) -> Callable[[torch.Tensor], torch.Te
 
     from tnt_mm.models import TNT
     from tnt_mm.models.backbones.tnt_convert import convert_state_dict
-    from tnt_mm.ops import reference_attention
+    from tnt_mm.ops import inner_backend
     torch.manual_seed(0)
     reference = timm.create_model('tnt_s_patch16_224')  # the weights everybody gets
     classify = tuple(img_size) == (224, 224)
@@ -74,10 +75,11 @@ def build(name: str, img_size, device: str) -> Callable[[torch.Tensor], torch.Te
         # dynamic=False: one static graph per input size. torch 2.14's dynamic-shape recompile
         # of this model failed here (Dynamo: TensorReferenceAnalysis has no python_mod).
         run = torch.compile(model, dynamic=False) if name == COMPILED else model
-        words = reference_attention if name == SDPA_WORDS else contextlib.nullcontext
+        backend = (lambda: inner_backend('reference')) if name == REFERENCE \
+            else contextlib.nullcontext
 
         def forward(x):
-            with words():
+            with backend():
                 return run(x)[-1]
     else:
         def forward(x):
@@ -109,7 +111,7 @@ def interleaved(jobs: Dict[str, Callable[[], None]], rounds: int, device: str,
     Every round runs each job once, in an order shuffled afresh (seeded, so a run can be
     repeated): a job's time depends on the job before it (presumably through the heap and caches
     it leaves), and in a fixed order each job would always follow the same one. On this 2-core
-    machine, tnt_mm TNT-S at 224 took 4-5% longer right after the 'SDPA words' row, its fixed
+    machine, tnt_mm TNT-S at 224 took 4-5% longer right after the reference-backend row, its fixed
     predecessor in the table's order, than after timm TNT-S or DeiT-S (40 shuffled rounds,
     twice).
     """
@@ -243,7 +245,7 @@ def main() -> None:
     print(f'device: {device}, threads: {torch.get_num_threads()}, torch {torch.__version__}, '
           f'rounds: {args.rounds_224} at 224, {args.rounds} at 800x1216 (medians)')
 
-    speed_rows = SMALL + ((SDPA_WORDS,) if device == 'cpu' else ()) + (
+    speed_rows = SMALL + ((REFERENCE,) if device == 'cpu' else ()) + (
         (COMPILED,) if args.compile else ())
     memory_rows = SMALL + (WITH_CP,)
     results: Dict[str, Dict[str, float]] = {name: {} for name in speed_rows + memory_rows}
@@ -283,7 +285,7 @@ def main() -> None:
     for name, s in secs.items():
         results[name]['fwd s @800x1216'] = s
     models.pop(COMPILED, None)  # training under torch.compile is not measured here
-    models.pop(SDPA_WORDS, None)  # kernels off: compared in inference only, to keep the run short
+    models.pop(REFERENCE, None)  # kernels off: compared in inference only, to keep the run short
     if not args.no_train:
         for forward in models.values():
             forward.module.train()
@@ -305,7 +307,7 @@ def main() -> None:
         print(f'| {name} | ' + ' | '.join(f'{row[c]:.2f}' if c in row else '-'
                                           for c in columns) + ' |')
     print()
-    for mine in (OURS, SDPA_WORDS, WITH_CP, COMPILED):
+    for mine in (OURS, REFERENCE, WITH_CP, COMPILED):
         if mine not in results:
             continue
         for other in SMALL[1:]:

@@ -6,7 +6,7 @@ import torch
 from helpers import randomise_
 
 from tnt_mm.models import TNT
-from tnt_mm.models.backbones.tnt import resample_pos_embed
+from tnt_mm.models.layers import resample_pos_embed
 
 SIZES = [(224, 224), (160, 256), (100, 150)]  # square, non-square, not multiples of 16
 
@@ -77,25 +77,6 @@ def test_position_embedding_resampling():
         resample_pos_embed(pos, (10, 10), (5, 5), 1)
 
 
-@pytest.mark.parametrize('kwargs', [
-    dict(out_type='pyramid'),
-    dict(out_type='featmap', out_indices=(1, 3)),
-    dict(out_type='cls_token'),
-    dict(out_type='cls_token', with_se=True, drop_path_rate=0.1),
-    dict(out_type='pyramid', inner_block_indices=(0, 3, 7, 11), layout='legacy'),
-    dict(out_type='pyramid', pyramid_norm=None),
-], ids=['pyramid', 'featmap', 'cls_token', 'se-droppath', 'table5-legacy', 'pyramid-no-norm'])
-def test_every_parameter_gets_a_gradient(kwargs):
-    torch.manual_seed(0)
-    model = TNT('tiny', **kwargs).train()
-    outs = model(torch.randn(2, 3, 64, 64))
-    sum(o.float().pow(2).mean() for o in outs).backward()
-    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
-    assert not no_grad, f'parameters without gradient: {no_grad}'
-    for out in outs:
-        assert torch.isfinite(out).all()
-
-
 def test_pyramid_norm_choice():
     """'LN' normalises every level's pixels over the channels; None leaves them as the
     convolutions (with bias) wrote them, at the same strides."""
@@ -117,43 +98,6 @@ def test_only_used_blocks_are_built():
     assert TNT('tiny').norm is None and TNT('tiny', out_type='cls_token').norm is not None
 
 
-def test_checkpointed_forward_equals_plain():
-    torch.manual_seed(0)
-    plain = randomise_(TNT('tiny', out_type='pyramid', with_se=True)).train()
-    checkpointed = TNT('tiny', out_type='pyramid', with_se=True, with_cp=True).train()
-    checkpointed.load_state_dict(plain.state_dict())
-    x = torch.randn(2, 3, 64, 80)
-    outs = [model(x) for model in (plain, checkpointed)]
-    for a, b in zip(*outs):
-        assert torch.allclose(a, b, atol=1e-6)
-    for model, out in zip((plain, checkpointed), outs):
-        sum(o.sum() for o in out).backward()
-    for (name, p1), (_, p2) in zip(plain.named_parameters(), checkpointed.named_parameters()):
-        assert torch.allclose(p1.grad, p2.grad, atol=1e-5, rtol=1e-4), name
-
-
-def test_recomputed_inner_transformer_equals_stored():
-    """recompute_inner (the default) changes memory, not numbers: same outputs and gradients,
-    with dropout and stochastic depth replayed identically in the recomputation."""
-    kwargs = dict(arch='tiny', out_type='featmap', drop_rate=0.1, drop_path_rate=0.2)
-    stored = randomise_(TNT(recompute_inner=False, **kwargs)).train()
-    recomputed = TNT(recompute_inner=True, **kwargs).train()
-    recomputed.load_state_dict(stored.state_dict())
-    x = torch.randn(2, 3, 48, 64)
-    grads = []
-    for model in (stored, recomputed):
-        torch.manual_seed(3)
-        outs = model(x)
-        sum(o.square().mean() for o in outs).backward()
-        grads.append({n: p.grad for n, p in model.named_parameters()})
-        if model is stored:
-            expected = [o.detach() for o in outs]
-    for a, b in zip(expected, outs):
-        assert torch.allclose(a, b, atol=1e-6)
-    for name, grad in grads[0].items():
-        assert torch.allclose(grad, grads[1][name], atol=1e-6, rtol=1e-5), name
-
-
 def test_inner_transformer_only_in_chosen_blocks():
     model = TNT('small', out_type='cls_token', inner_block_indices=(0, 3, 7, 11))
     has_inner = [block.has_inner for block in model.blocks]
@@ -173,21 +117,31 @@ def test_stochastic_depth_schedule_and_eval_determinism():
         assert torch.equal(model(x)[0], model(x)[0])
 
 
-@pytest.mark.parametrize('arch,expected', [
-    ('ti', (12, 2, 192, 3)), ('tiny', (12, 2, 192, 3)), ('s', (24, 4, 384, 6)),
-    ('SMALL', (24, 4, 384, 6)), ('b', (40, 4, 640, 10)), ('base', (40, 4, 640, 10)),
-])
-def test_arch_zoo(arch, expected):
-    settings = TNT(arch, out_type='featmap', out_indices=0).arch_settings
-    assert (settings['inner_dim'], settings['inner_heads'], settings['outer_dim'],
-            settings['outer_heads'], settings['depth']) == (*expected, 12)
-
-
-def test_custom_arch():
-    arch = dict(inner_dim=8, inner_heads=2, outer_dim=64, outer_heads=4, depth=6)
-    model = TNT(arch, out_indices=(1, 2, 3, 5))
+@pytest.mark.parametrize('depth, expected', [(12, (2, 5, 8, 11)), (6, (1, 2, 4, 5)),
+                                             (4, (0, 1, 2, 3)), (9, (2, 4, 6, 8))])
+def test_default_out_indices_are_the_quarter_points(depth, expected):
+    """A custom depth works with default arguments: the pyramid takes the blocks that end each
+    quarter of the network (blocks 3/6/9/12 of 12)."""
+    arch = dict(inner_dim=8, inner_heads=2, outer_dim=64, outer_heads=4, depth=depth)
+    model = TNT(arch)
+    assert model.out_indices == expected and len(model.blocks) == depth
     outs = model(torch.randn(1, 3, 48, 48))
-    assert [o.shape[1] for o in outs] == [64] * 4
+    assert [o.shape[-2:] for o in outs] == [(12, 12), (6, 6), (3, 3), (2, 2)]
+    assert TNT(arch, out_type='cls_token').out_indices == (depth - 1,)
+
+
+def test_depth_without_quarter_points_asks_for_out_indices():
+    arch = dict(inner_dim=8, inner_heads=2, outer_dim=64, outer_heads=4, depth=3)
+    with pytest.raises(ValueError, match='depth=3 has no four distinct quarter points.*give '
+                                         'out_indices'):
+        TNT(arch)
+    assert len(TNT(arch, out_indices=(0, 1, 2), pyramid_scales=(2.0, 1.0, 0.5))(
+        torch.randn(1, 3, 32, 32))) == 3
+
+
+def test_arch_aliases():
+    assert TNT('ti').arch_settings == TNT('TINY').arch_settings
+    assert TNT('s').arch_settings == TNT('small').arch_settings
 
 
 @pytest.mark.parametrize('kwargs,message', [

@@ -11,17 +11,8 @@ from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of an NCHW map (batch-size independent, unlike BN)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, C, H, W) -> (B, H, W, C) -> normalise C -> (B, C, H, W)
-        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
-                         self.eps)
-        return x.permute(0, 3, 1, 2)
+from ..layers import LayerNorm2d
 
 
 NORMS = ('LN', None)
@@ -58,11 +49,8 @@ class PyramidRescaler(nn.Module):
             ``{4.0, 2.0, 1.0, 0.5}``. Defaults to ``(4.0, 2.0, 1.0, 0.5)``.
         norm (str, optional): ``'LN'``: a channel LayerNorm after each level's convolution
             (and between the two deconvolutions), as ViTDet; ``None``: none, the convolutions
-            get a bias instead. Measured on the detection demo's small TNT, pretrained on
-            the shapes: a linear probe reads the shape class from RoI-pooled block features
-            62% of the time, from the same features after a channel LayerNorm 23% (chance
-            17%), and the detector with ``None`` learns the classes many times faster (see
-            README.md). Defaults to ``'LN'``.
+            get a bias instead; small detectors trained from scratch learn the classes
+            faster without it (docs/design.md). Defaults to ``'LN'``.
     """
 
     def __init__(self,

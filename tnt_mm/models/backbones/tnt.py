@@ -7,13 +7,15 @@ Key names follow timm's ``tnt.py`` so that its checkpoints map one-to-one; the c
 
 An image is cut into 16x16 patches ("visual sentences"), each patch into 4x4 = 16 sub-patches
 ("visual words"). Every block runs an inner transformer over the words of each patch, adds the
-flattened words to their sentence, then runs an outer transformer over the sentences.
+flattened words to their sentence, then runs an outer transformer over the sentences. The inner
+transformer is one call into :mod:`tnt_mm.ops`, which picks its implementation.
 
 Shapes used in the comments: B images, N = Hp * Wp patches, T = N + 1 sentence tokens (class
 token first), m = 16 words per patch, c / d the inner / outer widths.
 """
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
+import re
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -22,124 +24,14 @@ from mmengine.model import BaseModule
 from torch.utils.checkpoint import checkpoint
 from torchvision.ops import StochasticDepth
 
-from tnt_mm.ops import inner_kernel_applies, inner_transformer, kernel_applies, word_attention
+from tnt_mm.ops import InnerTransformerParams, inner_transformer
 from tnt_mm.registry import MODELS
+from ..layers import Attention, Mlp, init_transformer_weights, resample_pos_embed
 from .pyramid import PyramidRescaler
+from .tnt_arch import ARCH_ZOO, LAYOUTS, normalize_indices, parse_arch, quarter_points
+from .tnt_convert import load_pretrained
 
-LAYOUTS = ('official', 'legacy')
 OUT_TYPES = ('pyramid', 'featmap', 'cls_token')
-
-
-def resample_pos_embed(pos_embed: torch.Tensor, old_grid: Tuple[int, int],
-                       new_grid: Tuple[int, int], num_prefix_tokens: int = 0) -> torch.Tensor:
-    """Resample a flattened 2D position embedding to another grid (bicubic).
-
-    Args:
-        pos_embed (Tensor): (1, num_prefix_tokens + old_h * old_w, C).
-        old_grid (tuple[int, int]): (old_h, old_w) of the embedding.
-        new_grid (tuple[int, int]): (new_h, new_w) wanted.
-        num_prefix_tokens (int): leading tokens (class token) kept as they are. Defaults to 0.
-
-    Returns:
-        Tensor: (1, num_prefix_tokens + new_h * new_w, C).
-    """
-    if tuple(old_grid) == tuple(new_grid):
-        return pos_embed
-    prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
-    if grid.shape[1] != old_grid[0] * old_grid[1]:
-        raise ValueError(f'position embedding has {grid.shape[1]} grid tokens, which is not '
-                         f'{old_grid[0]}x{old_grid[1]}')
-    channels = grid.shape[-1]
-    # (1, h*w, C) -> (1, C, h, w)
-    grid = grid.reshape(1, old_grid[0], old_grid[1], channels).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=tuple(new_grid), mode='bicubic', align_corners=False)
-    # (1, C, h', w') -> (1, h'*w', C)
-    grid = grid.permute(0, 2, 3, 1).reshape(1, -1, channels).to(pos_embed.dtype)
-    return torch.cat([prefix, grid], dim=1)
-
-
-def init_transformer_weights(module: nn.Module) -> None:
-    """The ViT/TNT initialisation of every Linear and LayerNorm under ``module``: truncated
-    normal (std 0.02) weights and zero biases for Linears, identity for LayerNorms."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention with the TNT parameter layout: a ``qk`` Linear (dim -> 2 dim)
-    and a separate ``v`` Linear, computed by ``F.scaled_dot_product_attention``."""
-
-    def __init__(self,
-                 dim: int,
-                 num_heads: int,
-                 qkv_bias: bool = False,
-                 attn_drop: float = 0.,
-                 proj_drop: float = 0.) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f'attention width {dim} is not divisible by num_heads={num_heads}')
-        self.num_heads = num_heads
-        self.attn_drop = attn_drop
-        self.qk = nn.Linear(dim, dim * 2, bias=qkv_bias)
-        self.v = nn.Linear(dim, dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def query_key(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(B, L, C) -> q, k, each (B, heads, L, C/heads)."""
-        batch, tokens, dim = x.shape
-        # (B, L, 2C) -> (2, B, heads, L, C/heads)
-        return self.qk(x).reshape(batch, tokens, 2, self.num_heads,
-                                  dim // self.num_heads).permute(2, 0, 3, 1, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, dim = x.shape
-        dropout_p = self.attn_drop if self.training else 0.
-        if kernel_applies(x, dim // self.num_heads, dropout_p):
-            # CPU attention over the 16 words of each patch: the fused kernel (same outputs and
-            # gradients)
-            return self.proj_drop(self.proj(word_attention(self.qk(x), self.v(x), self.num_heads)))
-        q, k = self.query_key(x)
-        # (B, L, C) -> (B, heads, L, C/heads)
-        v = self.v(x).reshape(batch, tokens, self.num_heads, dim // self.num_heads).transpose(1, 2)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-        # (B, heads, L, C/heads) -> (B, L, C)
-        x = x.transpose(1, 2).reshape(batch, tokens, dim)
-        return self.proj_drop(self.proj(x))
-
-    @torch.no_grad()
-    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
-        """The attention probabilities for input ``x`` (B, L, C): (B, heads, L, L).
-
-        The fused kernel in :meth:`forward` never forms them; this recomputes them for
-        inspection (``tools/visualize_attention.py``).
-        """
-        q, k = self.query_key(x)
-        return (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)
-
-
-class Mlp(nn.Module):
-    """Linear -> activation -> dropout -> Linear -> dropout."""
-
-    def __init__(self,
-                 dim: int,
-                 hidden_dim: int,
-                 act_layer: Type[nn.Module] = nn.GELU,
-                 drop: float = 0.) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = act_layer()
-        self.fc2 = nn.Linear(hidden_dim, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class SqueezeExcite(nn.Module):
@@ -179,8 +71,6 @@ class TNTBlock(nn.Module):
             bias, no LN after) instead of the official LN(mc) -> Linear without bias -> LN(d).
             Defaults to False.
         with_se (bool): add the SE module on the outer MLP output. Defaults to False.
-        act_layer (type): activation of the MLPs. Defaults to ``nn.GELU``.
-        norm_layer (type): normalisation layer. Defaults to ``nn.LayerNorm``.
     """
 
     def __init__(self,
@@ -196,37 +86,45 @@ class TNTBlock(nn.Module):
                  drop_path: float = 0.,
                  has_inner: bool = True,
                  legacy: bool = False,
-                 with_se: bool = False,
-                 act_layer: Type[nn.Module] = nn.GELU,
-                 norm_layer: Type[nn.Module] = nn.LayerNorm) -> None:
+                 with_se: bool = False) -> None:
         super().__init__()
         self.has_inner = has_inner
         self.legacy = legacy
+        self.drop_path_rate = drop_path
         if has_inner:
-            self.norm_in = norm_layer(inner_dim)
+            # The inner modules hold the weights (their names are the checkpoint keys); the
+            # computation is tnt_mm.ops.inner_transformer's.
+            self.norm_in = nn.LayerNorm(inner_dim)
             self.attn_in = Attention(inner_dim, inner_heads, qkv_bias, attn_drop, drop)
-            self.norm_mlp_in = norm_layer(inner_dim)
-            self.mlp_in = Mlp(inner_dim, int(inner_dim * mlp_ratio), act_layer, drop)
+            self.norm_mlp_in = nn.LayerNorm(inner_dim)
+            self.mlp_in = Mlp(inner_dim, int(inner_dim * mlp_ratio), drop)
             if legacy:
-                self.norm1_proj = norm_layer(inner_dim)
+                self.norm1_proj = nn.LayerNorm(inner_dim)
                 self.proj = nn.Linear(num_words * inner_dim, outer_dim, bias=True)
             else:
-                self.norm1_proj = norm_layer(num_words * inner_dim)
+                self.norm1_proj = nn.LayerNorm(num_words * inner_dim)
                 self.proj = nn.Linear(num_words * inner_dim, outer_dim, bias=False)
-                self.norm2_proj = norm_layer(outer_dim)
-        self.norm_out = norm_layer(outer_dim)
+                self.norm2_proj = nn.LayerNorm(outer_dim)
+        self.norm_out = nn.LayerNorm(outer_dim)
         self.attn_out = Attention(outer_dim, outer_heads, qkv_bias, attn_drop, drop)
-        self.norm_mlp = norm_layer(outer_dim)
-        self.mlp = Mlp(outer_dim, int(outer_dim * mlp_ratio), act_layer, drop)
+        self.norm_mlp = nn.LayerNorm(outer_dim)
+        self.mlp = Mlp(outer_dim, int(outer_dim * mlp_ratio), drop)
         self.se = SqueezeExcite(outer_dim) if with_se else None
         self.drop_path = StochasticDepth(drop_path, mode='row') if drop_path > 0 else nn.Identity()
-        # What the fused CPU inner transformer computes: LayerNorms of one eps, exact GELU,
-        # no qkv bias, hidden width 4c; in training also no dropout and no stochastic depth.
-        self.inner_fusable = has_inner and (
-            norm_layer is nn.LayerNorm and act_layer is nn.GELU and not qkv_bias
-            and self.mlp_in.fc1.out_features == 4 * inner_dim
-            and self.norm_in.eps == self.norm_mlp_in.eps)
-        self.inner_fusable_in_training = self.inner_fusable and drop == attn_drop == drop_path == 0
+
+    def inner_params(self) -> InnerTransformerParams:
+        """The inner transformer's weights and settings, as :mod:`tnt_mm.ops` takes them."""
+        attn, mlp = self.attn_in, self.mlp_in
+        return InnerTransformerParams(
+            norm1_weight=self.norm_in.weight, norm1_bias=self.norm_in.bias,
+            qk_weight=attn.qk.weight, qk_bias=attn.qk.bias,
+            v_weight=attn.v.weight, v_bias=attn.v.bias,
+            proj_weight=attn.proj.weight, proj_bias=attn.proj.bias,
+            norm2_weight=self.norm_mlp_in.weight, norm2_bias=self.norm_mlp_in.bias,
+            fc1_weight=mlp.fc1.weight, fc1_bias=mlp.fc1.bias,
+            fc2_weight=mlp.fc2.weight, fc2_bias=mlp.fc2.bias,
+            num_heads=attn.num_heads, eps=self.norm_in.eps, attn_drop=attn.attn_drop,
+            drop=attn.proj_drop.p, drop_path=self.drop_path_rate)
 
     def words_to_sentences(self, words: torch.Tensor, batch: int) -> torch.Tensor:
         """(B*N, m, c) words -> (B, N, d) contribution to the sentence tokens."""
@@ -234,26 +132,6 @@ class TNTBlock(nn.Module):
             return self.proj(self.norm1_proj(words).reshape(batch, -1, self.proj.in_features))
         return self.norm2_proj(self.proj(self.norm1_proj(
             words.reshape(batch, -1, self.proj.in_features))))
-
-    def inner_kernel_applies(self, words: torch.Tensor) -> bool:
-        """Whether the fused CPU inner transformer computes :meth:`forward_inner` here."""
-        fusable = self.inner_fusable_in_training if self.training else self.inner_fusable
-        return fusable and inner_kernel_applies(
-            words, self.attn_in.qk.in_features // self.attn_in.num_heads)
-
-    def forward_inner(self, words: torch.Tensor) -> torch.Tensor:
-        """The inner transformer on the words of every patch: (B*N, m, c) -> (B*N, m, c)."""
-        if self.inner_kernel_applies(words):
-            attn, mlp = self.attn_in, self.mlp_in
-            # [Wq; Wk; Wv]: one product for the three, read in place by the attention
-            w_qkv = torch.cat([attn.qk.weight, attn.v.weight])
-            return inner_transformer(
-                words, (self.norm_in.weight, self.norm_in.bias, w_qkv, attn.proj.weight,
-                        attn.proj.bias, self.norm_mlp_in.weight, self.norm_mlp_in.bias,
-                        mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias),
-                attn.num_heads, self.norm_in.eps)
-        words = words + self.drop_path(self.attn_in(self.norm_in(words)))
-        return words + self.drop_path(self.mlp_in(self.norm_mlp_in(words)))
 
     def forward(self, words: torch.Tensor, sentences: torch.Tensor,
                 recompute_inner: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -266,17 +144,12 @@ class TNTBlock(nn.Module):
                 FLOPs, so this trades a few percent of training time for much memory.
         """
         if self.has_inner:
-            # The fused kernel keeps only the block's input words for its backward pass: it
-            # recomputes the inner transformer there by itself.
-            if recompute_inner and not self.inner_kernel_applies(words):
-                words = checkpoint(self.forward_inner, words, use_reentrant=False)
-            else:
-                words = self.forward_inner(words)
+            words = inner_transformer(words, self.inner_params(), self.training,
+                                      recompute=recompute_inner)
             update = self.words_to_sentences(words, sentences.shape[0])
             # The class token gets no word update. Out of place (in-place updates break autograd
-            # and checkpointing): the patch tokens plus the update, the class token put back in
-            # front. Padding the update with a zero row and adding costs 1.7x as much (zero
-            # fill and one more pass: 0.90 against 0.53 ms at 224, batch 8, 2 threads).
+            # and checkpointing), and as a concatenation: padding the update with a zero row
+            # and adding costs a zero fill and one more pass.
             sentences = torch.cat([sentences[:, :1], sentences[:, 1:] + update], dim=1)
         sentences = sentences + self.drop_path(self.attn_out(self.norm_out(sentences)))
         mlp_out = self.mlp(self.norm_mlp(sentences))
@@ -335,7 +208,7 @@ class TNT(BaseModule):
 
     Args:
         arch (str | dict): ``'tiny'``, ``'small'``, ``'base'`` (or ``'ti'``, ``'s'``, ``'b'``),
-            or a dict with the keys of :attr:`arch_zoo` entries. Defaults to ``'small'``.
+            or a dict with the keys of :data:`~.tnt_arch.ARCH_KEYS`. Defaults to ``'small'``.
         layout (str): ``'official'`` (the released Huawei/timm TNT) or ``'legacy'`` (the network
             of mmpretrain's and timm's ``tnt_s_legacy_patch16_224``). Defaults to ``'official'``.
         in_channels (int): input image channels. Defaults to 3.
@@ -344,8 +217,9 @@ class TNT(BaseModule):
         patch_size (int): sentence patch size. Defaults to 16.
         word_stride (int): stride of the word-embedding conv, the word size. Defaults to 4.
         out_indices (Sequence[int], optional): blocks whose outputs are returned, negative
-            indices allowed. Defaults to ``(2, 5, 8, 11)`` (blocks 3/6/9/12) for ``'pyramid'``
-            and ``'featmap'``, and ``(-1,)`` for ``'cls_token'``.
+            indices allowed. Defaults to the four quarter points of the depth for ``'pyramid'``
+            and ``'featmap'`` (``(2, 5, 8, 11)``, blocks 3/6/9/12 of 12), and ``(-1,)`` for
+            ``'cls_token'``.
         out_type (str): what ``forward`` returns, a tuple with one entry per ``out_indices``:
 
             - ``'pyramid'``: the block features rescaled to strides 4, 8, 16 and 32
@@ -378,15 +252,7 @@ class TNT(BaseModule):
             checkpoint=PATH)`` loads a converted checkpoint strictly (see
             :meth:`load_pretrained`). Defaults to None.
     """
-    arch_zoo: Dict[str, Dict[str, int]] = {
-        **dict.fromkeys(['ti', 'tiny'], dict(
-            inner_dim=12, inner_heads=2, outer_dim=192, outer_heads=3, depth=12)),
-        **dict.fromkeys(['s', 'small'], dict(
-            inner_dim=24, inner_heads=4, outer_dim=384, outer_heads=6, depth=12)),
-        **dict.fromkeys(['b', 'base'], dict(
-            inner_dim=40, inner_heads=4, outer_dim=640, outer_heads=10, depth=12)),
-    }
-    arch_keys = frozenset(('inner_dim', 'inner_heads', 'outer_dim', 'outer_heads', 'depth'))
+    arch_zoo = ARCH_ZOO
     num_prefix_tokens = 1
 
     def __init__(self,
@@ -412,7 +278,7 @@ class TNT(BaseModule):
                  recompute_inner: bool = True,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        self.arch_settings = self._parse_arch(arch)
+        self.arch_settings = parse_arch(arch)
         if layout not in LAYOUTS:
             raise ValueError(f'layout={layout!r} is not supported; choose one of {LAYOUTS}')
         if out_type not in OUT_TYPES:
@@ -421,21 +287,18 @@ class TNT(BaseModule):
         self.out_type = out_type
         self.in_channels = in_channels
         self.patch_size = patch_size
+        self.with_se = with_se
         self.with_cp = with_cp
         self.recompute_inner = recompute_inner
-        depth = self.arch_settings['depth']
+        depth = self.num_layers = self.arch_settings['depth']
         inner_dim = self.arch_settings['inner_dim']
         self.embed_dims = outer_dim = self.arch_settings['outer_dim']
-        self.num_layers = depth
 
         if out_indices is None:
-            out_indices = (-1,) if out_type == 'cls_token' else (2, 5, 8, 11)
-        self.out_indices = self._normalize_indices(out_indices, depth, 'out_indices')
-        if inner_block_indices is None:
-            inner_blocks = set(range(depth))
-        else:
-            inner_blocks = set(self._normalize_indices(inner_block_indices, depth,
-                                                       'inner_block_indices'))
+            out_indices = (-1,) if out_type == 'cls_token' else quarter_points(depth)
+        self.out_indices = normalize_indices(out_indices, depth, 'out_indices')
+        inner_blocks = set(range(depth)) if inner_block_indices is None else set(
+            normalize_indices(inner_block_indices, depth, 'inner_block_indices'))
 
         if isinstance(pretrain_img_size, int):
             pretrain_img_size = (pretrain_img_size, pretrain_img_size)
@@ -443,8 +306,7 @@ class TNT(BaseModule):
 
         self.pixel_embed = PixelEmbed(in_channels, inner_dim, patch_size, word_stride,
                                       legacy=layout == 'legacy')
-        num_words = self.pixel_embed.word_grid ** 2
-        self.num_words = num_words
+        num_words = self.num_words = self.pixel_embed.word_grid ** 2
         self.norm1_proj = nn.LayerNorm(num_words * inner_dim)
         self.proj = nn.Linear(num_words * inner_dim, outer_dim)
         self.norm2_proj = nn.LayerNorm(outer_dim)
@@ -468,6 +330,7 @@ class TNT(BaseModule):
             for i in range(num_built)
         ])
 
+        # What turns block outputs into the returned features (see _format_output).
         self.norm = nn.LayerNorm(outer_dim) if out_type == 'cls_token' else None
         self.pyramid = None
         if out_type == 'pyramid':
@@ -479,45 +342,6 @@ class TNT(BaseModule):
             self.pyramid = PyramidRescaler(outer_dim, pyramid_channels or outer_dim,
                                            pyramid_scales, pyramid_norm)
         self._init_trunk()
-
-    # ------------------------------------------------------------------ construction helpers
-    def _parse_arch(self, arch: Union[str, dict]) -> Dict[str, int]:
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in self.arch_zoo:
-                raise ValueError(f'arch={arch!r} is unknown; choose one of '
-                                 f'{sorted(self.arch_zoo)} or pass a dict with keys '
-                                 f'{sorted(self.arch_keys)}')
-            return dict(self.arch_zoo[key])
-        if not isinstance(arch, dict):
-            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
-        missing = self.arch_keys - set(arch)
-        extra = set(arch) - self.arch_keys
-        if missing or extra:
-            raise ValueError(f'custom arch {arch} must have exactly the keys '
-                             f'{sorted(self.arch_keys)}; missing {sorted(missing)}, '
-                             f'unexpected {sorted(extra)}')
-        for name, value in arch.items():
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f'arch[{name!r}]={value!r} must be a positive int')
-        return dict(arch)
-
-    @staticmethod
-    def _normalize_indices(indices: Union[int, Sequence[int]], depth: int,
-                           name: str) -> Tuple[int, ...]:
-        if isinstance(indices, int):
-            indices = (indices,)
-        indices = tuple(indices)
-        if not indices:
-            raise ValueError(f'{name} is empty; give at least one block index')
-        bad = [i for i in indices if not isinstance(i, int) or not -depth <= i < depth]
-        if bad:
-            raise ValueError(f'{name}={indices} has {bad} out of range: this TNT has {depth} '
-                             f'blocks, so valid indices are {-depth}..{depth - 1}')
-        normalized = tuple(i % depth for i in indices)
-        if len(set(normalized)) != len(normalized):
-            raise ValueError(f'{name}={indices} names the same block twice')
-        return normalized
 
     def _init_trunk(self) -> None:
         """The official initialisation: truncated normal (std 0.02) for Linears and embeddings,
@@ -534,13 +358,21 @@ class TNT(BaseModule):
         backbone that silently keeps random weights is worse than an error, so it is done here.
         """
         if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            from .tnt_convert import load_pretrained
             load_pretrained(self, self.init_cfg['checkpoint'],
                             prefix=self.init_cfg.get('prefix'),
                             map_location=self.init_cfg.get('map_location', 'cpu'))
             self._is_init = True
             return
         super().init_weights()
+
+    def is_unbuilt_key(self, key: str) -> bool:
+        """Whether ``key`` of a complete TNT's state dict belongs to a part this configuration
+        does not build: a block after the last returned one, or the final norm of the
+        classifier without ``out_type='cls_token'``."""
+        block = re.match(r'^blocks\.(\d+)\.', key)
+        if block is not None:
+            return int(block.group(1)) >= len(self.blocks)
+        return self.norm is None and key.startswith('norm.')
 
     # ------------------------------------------------------------------ forward
     def _check_input(self, x: torch.Tensor) -> None:
@@ -551,11 +383,10 @@ class TNT(BaseModule):
             raise ValueError(f'TNT was built for {self.in_channels}-channel images '
                              f'(in_channels={self.in_channels}) but got {x.shape[1]} channels '
                              f'(input shape {tuple(x.shape)})')
-        # NaN and Inf survive a sum: one reduction (0.5 ms at 800x1216 on 2 CPU cores, against
-        # a 3.5 s forward; isfinite(x).all() takes 40 ms). Values are counted only when it is
-        # not finite. Checked in training only, where bad inputs would be trained on: on a GPU
-        # the test is a host sync that inference need not pay. Skipped while tracing or
-        # compiling, where it would break the graph.
+        # NaN and Inf survive a sum: one cheap reduction, the values counted only when it is
+        # not finite. In training only, where bad inputs would be trained on (on a GPU the test
+        # is a host sync that inference need not pay); not while tracing or compiling, where
+        # it would break the graph.
         if not self.training or torch.jit.is_tracing() or torch.compiler.is_compiling():
             return
         if not torch.isfinite(x.sum()):
@@ -587,26 +418,30 @@ class TNT(BaseModule):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         words, sentences, grid = self.embed(x)
-        batch = sentences.shape[0]
-        taken = {}
         saving = self.training and torch.is_grad_enabled()
+        taken = {}
         for i, block in enumerate(self.blocks):
             if saving and self.with_cp:
                 words, sentences = checkpoint(block, words, sentences, use_reentrant=False)
             else:
                 words, sentences = block(words, sentences,
                                          recompute_inner=saving and self.recompute_inner)
-            if i not in self.out_indices:
-                continue
-            if self.out_type == 'cls_token':
-                # The classifier's final norm belongs to the last block's output only.
-                out = self.norm(sentences) if i == len(self.blocks) - 1 else sentences
-                taken[i] = out[:, 0]
-            else:
-                # (B, 1 + Hp*Wp, d) -> (B, d, Hp, Wp)
-                feat = sentences[:, self.num_prefix_tokens:].reshape(batch, grid[0], grid[1], -1)
-                taken[i] = feat.permute(0, 3, 1, 2).contiguous()
-        outs = [taken[i] for i in self.out_indices]  # in the order the user asked for
-        if self.pyramid is not None:
-            outs = self.pyramid(outs)
-        return tuple(outs)
+            if i in self.out_indices:
+                taken[i] = sentences
+        return self._format_output([taken[i] for i in self.out_indices], grid)
+
+    def _format_output(self, block_outputs: List[torch.Tensor],
+                       grid: Tuple[int, int]) -> Tuple[torch.Tensor, ...]:
+        """The sentences (B, T, d) after each block of ``out_indices``, in that order -> what
+        :meth:`forward` returns for ``out_type``."""
+        if self.out_type == 'cls_token':
+            # the classifier's final norm belongs to the deepest block's output only
+            last = len(self.blocks) - 1
+            return tuple((self.norm(x) if i == last else x)[:, 0]
+                         for i, x in zip(self.out_indices, block_outputs))
+        # (B, 1 + Hp*Wp, d) -> (B, d, Hp, Wp)
+        feats = [x[:, self.num_prefix_tokens:].reshape(x.shape[0], *grid, -1)
+                 .permute(0, 3, 1, 2).contiguous() for x in block_outputs]
+        if self.out_type == 'pyramid':
+            feats = self.pyramid(feats)
+        return tuple(feats)

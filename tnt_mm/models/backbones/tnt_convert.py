@@ -20,6 +20,10 @@ from typing import Dict, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
+from mmengine.runner.checkpoint import CheckpointLoader
+
+from ..layers import resample_pos_embed
+from .tnt_arch import ARCH_ZOO
 
 FORMATS = ('official', 'timm', 'timm_legacy', 'mmpretrain')
 StateDict = Dict[str, torch.Tensor]
@@ -178,13 +182,12 @@ _CONVERTERS = {
 def infer_arch(backbone: StateDict) -> Dict[str, int]:
     """Read the widths and depth from the weights; head counts come from the known archs
     (weights do not determine them)."""
-    from .tnt import TNT
     inner_dim = backbone['pixel_pos'].shape[-1]
     outer_dim = backbone['patch_pos'].shape[-1]
     depth = 1 + max(int(m.group(1)) for k in backbone
                     for m in [re.match(r'^blocks\.(\d+)\.', k)] if m)
     for name in ('tiny', 'small', 'base'):
-        arch = TNT.arch_zoo[name]
+        arch = ARCH_ZOO[name]
         if (arch['inner_dim'], arch['outer_dim'], arch['depth']) == (inner_dim, outer_dim, depth):
             return dict(arch)
     return dict(inner_dim=inner_dim, outer_dim=outer_dim, depth=depth)
@@ -231,7 +234,7 @@ def _square_grid(num_tokens: int) -> Tuple[int, int]:
     return side, side
 
 
-def load_pretrained(model, filename: str, prefix: Optional[str] = None,
+def load_pretrained(model: torch.nn.Module, filename: str, prefix: Optional[str] = None,
                     map_location: str = 'cpu') -> None:
     """Load a checkpoint into a :class:`TNT` strictly.
 
@@ -243,9 +246,6 @@ def load_pretrained(model, filename: str, prefix: Optional[str] = None,
     initialisation), and a position-embedding grid that differs from the model's (resampled).
     Anything else (missing or unexpected keys, shape mismatches, another layout) raises.
     """
-    from mmengine.runner.checkpoint import CheckpointLoader
-
-    from .tnt import resample_pos_embed
     checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
     state = unwrap_state_dict(checkpoint)
     meta = checkpoint.get('meta', {}) if isinstance(checkpoint, dict) else {}
@@ -267,8 +267,7 @@ def load_pretrained(model, filename: str, prefix: Optional[str] = None,
                          f'with layout={model.layout!r}; build it with layout={layout!r}')
 
     saved_se = meta.get('with_se') if isinstance(meta, dict) else None
-    model_se = any(block.se is not None for block in model.blocks)
-    if saved_se is not None and saved_se != model_se:
+    if saved_se is not None and saved_se != model.with_se:
         raise ValueError(f'{filename} holds a TNT saved with_se={saved_se}; build it with '
                          f'with_se={saved_se}')
 
@@ -287,15 +286,8 @@ def load_pretrained(model, filename: str, prefix: Optional[str] = None,
         state['pixel_pos'] = resample_pos_embed(state['pixel_pos'], old_grid, new_grid)
         notes.append(f'pixel_pos resampled from {old_grid} to {new_grid}')
 
-    num_blocks = len(model.blocks)
-
-    def unused_here(key: str) -> bool:
-        match = re.match(r'^blocks\.(\d+)\.', key)
-        return (match is not None and int(match.group(1)) >= num_blocks) or (
-            model.norm is None and key.startswith('norm.'))
-
-    unused = sorted(k for k in state if k not in own and unused_here(k))
-    unexpected = sorted(k for k in state if k not in own and not unused_here(k))
+    unused = sorted(k for k in state if k not in own and model.is_unbuilt_key(k))
+    unexpected = sorted(k for k in state if k not in own and not model.is_unbuilt_key(k))
     fresh = sorted(k for k in own if k not in state and k.startswith('pyramid.'))
     missing = sorted(k for k in own if k not in state and not k.startswith('pyramid.'))
     mismatched = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'

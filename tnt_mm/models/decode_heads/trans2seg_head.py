@@ -25,26 +25,24 @@ What differs from the official code, and why:
 Shapes used in the comments: B images, K classes (queries), C the head width, h heads,
 (H, W) the stride-16 grid with L = H * W tokens, (H4, W4) the stride-4 grid.
 """
-from typing import List, Optional, Sequence, Tuple, Type
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn import ConvModule, DepthwiseSeparableConvModule
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.utils import resize
 from torchvision.ops import StochasticDepth
 
-from tnt_mm.models.backbones.tnt import (Attention, Mlp, init_transformer_weights,
-                                         resample_pos_embed)
 from tnt_mm.registry import MODELS
+from ..layers import Attention, Mlp, init_transformer_weights, resample_pos_embed
 
 
 class ClassAttention(nn.Module):
     """Cross-attention of class queries over the pixel tokens that returns its logits too.
 
     The logits are the decoder's product (one map per class and head), so the scores are formed
-    explicitly instead of through the fused kernel.
+    explicitly instead of through SDPA.
 
     Args:
         dim (int): token width.
@@ -105,7 +103,6 @@ class EncoderLayer(nn.Module):
         drop (float): dropout after projections. Defaults to 0.
         attn_drop (float): dropout on attention weights. Defaults to 0.
         drop_path (float): stochastic depth rate. Defaults to 0.
-        norm_layer (Type[nn.Module]): normalisation. Defaults to ``nn.LayerNorm``.
     """
 
     def __init__(self,
@@ -115,13 +112,12 @@ class EncoderLayer(nn.Module):
                  qkv_bias: bool = False,
                  drop: float = 0.,
                  attn_drop: float = 0.,
-                 drop_path: float = 0.,
-                 norm_layer: Type[nn.Module] = nn.LayerNorm) -> None:
+                 drop_path: float = 0.) -> None:
         super().__init__()
-        self.norm1 = norm_layer(dim)
-        # the backbone's attention: fused SDPA, same parameter count as one qkv Linear
+        self.norm1 = nn.LayerNorm(dim)
+        # the shared attention layer (SDPA), same parameter count as one qkv Linear
         self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
-        self.norm2 = norm_layer(dim)
+        self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         self.drop_path = StochasticDepth(drop_path, 'row')
 
@@ -143,7 +139,6 @@ class DecoderLayer(nn.Module):
         drop (float): dropout after projections. Defaults to 0.
         attn_drop (float): dropout on attention weights. Defaults to 0.
         drop_path (float): stochastic depth rate. Defaults to 0.
-        norm_layer (Type[nn.Module]): normalisation. Defaults to ``nn.LayerNorm``.
     """
 
     def __init__(self,
@@ -154,18 +149,17 @@ class DecoderLayer(nn.Module):
                  is_last: bool = False,
                  drop: float = 0.,
                  attn_drop: float = 0.,
-                 drop_path: float = 0.,
-                 norm_layer: Type[nn.Module] = nn.LayerNorm) -> None:
+                 drop_path: float = 0.) -> None:
         super().__init__()
         self.is_last = is_last
-        self.norm_query = norm_layer(dim)
-        self.norm_feat = norm_layer(dim)
+        self.norm_query = nn.LayerNorm(dim)
+        self.norm_feat = nn.LayerNorm(dim)
         self.attn = ClassAttention(dim, num_heads, qkv_bias, with_output=not is_last,
                                    attn_drop=attn_drop, proj_drop=drop)
         if not is_last:
-            self.norm_query_mlp = norm_layer(dim)
+            self.norm_query_mlp = nn.LayerNorm(dim)
             self.mlp_query = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-            self.norm_feat_mlp = norm_layer(dim)
+            self.norm_feat_mlp = nn.LayerNorm(dim)
             self.mlp_feat = Mlp(dim, int(dim * mlp_ratio), drop=drop)
             self.drop_path = StochasticDepth(drop_path, 'row')
 
