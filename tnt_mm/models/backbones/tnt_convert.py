@@ -1,6 +1,6 @@
 """TNT checkpoint formats: recognise, convert to this package's layout, and load strictly.
 
-Formats in circulation (see the README's "Weights" section):
+Formats in circulation (README, "Weights and conversion"):
 
 - ``official``: Huawei's ``tnt_s_81.5.pth.tar`` / ``tnt_b_82.9.pth.tar`` (``outer_pos``,
   ``blocks.i.inner_attn.qk``, ...), raw or wrapped in ``state_dict``.

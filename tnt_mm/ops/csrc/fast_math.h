@@ -3,10 +3,9 @@
 // glibc's vectorised expf / erff (what -ffast-math turns std::exp / std::erf into inside an
 // `omp simd` loop) are function calls, and every call clobbers all vector registers: the
 // attention's 16 x 16 probabilities and the MLP's hidden rows are spilled to memory and
-// reloaded around each one. Measured on the TNT-S inner transformer forward at 224 (batch 8,
-// 2 threads): the GELU took a quarter of the kernel's time, and with these inline versions the
-// kernel takes 14% less (6.2 -> 5.3 ms). They are a handful of FMAs each, within 1e-7 relative
-// (exp) and 4e-7 absolute (erf) of double precision (tests/test_ops/test_word_attention.py).
+// reloaded around each one (figures in docs/benchmark.md). These are a handful of FMAs each,
+// within 1e-7 relative (exp) and 4e-7 absolute (erf) of double precision
+// (tests/test_ops/test_inner_backends.py).
 #pragma once
 
 #include <bit>

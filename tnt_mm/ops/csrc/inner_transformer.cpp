@@ -145,8 +145,8 @@ inline float gelu(float u) {
 }
 
 // d GELU(u) / du, the formula torch's gelu_backward uses. std::exp, not exp_fast: with
-// exp_fast GCC 12 does not vectorise the loop over the hidden rows at all ("no vectype"), which
-// made the whole backward 35% slower; glibc's vector expf keeps it vectorised.
+// exp_fast GCC 12 does not vectorise the loop over the hidden rows at all ("no vectype"); glibc's
+// vector expf keeps it vectorised.
 inline float gelu_grad(float u) {
   const float cdf = 0.5f * (1.f + tnt_mm::erf_fast(u * static_cast<float>(M_SQRT1_2)));
   const float pdf =
