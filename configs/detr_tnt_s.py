@@ -1,9 +1,9 @@
-# DETR with a TNT-S backbone on COCO 2017, as the paper ran it (Section 5.6: 38.2 AP, ~39M
-# params): the last block's stride-16 features, a 2x2 average pool to stride 32, then DETR's
-# input projection; 50 epochs, AdamW, batch 16, multi-scale training (short side 640-800, max
-# 1333).
-_base_ = 'mmdet::detr/detr_r50_8xb2-150e_coco.py'
-custom_imports = dict(imports=['tnt_mm'], allow_failed_imports=False)
+# DETR with TNT-S on COCO 2017 as the paper ran it (Section 5.6): the last block's stride-16
+# features pooled to stride 32; 50 epochs, AdamW, batch 16, multi-scale training.
+_base_ = [
+    'mmdet::detr/detr_r50_8xb2-150e_coco.py',
+    './_base_/tnt_runtime.py', './_base_/tnt_norm.py', './_base_/tnt_optim.py',
+]
 
 arch = 'small'
 embed_dims = 384
@@ -11,7 +11,7 @@ pretrained = 'checkpoints/tnt_s_official.pth'  # converted with tools/model_conv
 max_epochs = 50
 
 model = dict(
-    data_preprocessor=dict(mean=[127.5, 127.5, 127.5], std=[127.5, 127.5, 127.5]),
+    data_preprocessor=_base_.tnt_norm,
     backbone=dict(
         _delete_=True,
         type='tnt_mm.TNT',
@@ -40,15 +40,10 @@ train_dataloader = dict(batch_size=2, dataset=dict(pipeline=train_pipeline))
 
 optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=1e-4),
-    paramwise_cfg=dict(custom_keys={
-        'backbone': dict(lr_mult=0.1, decay_mult=1.0),
-        '.cls_token': dict(decay_mult=0.0),
-        '.patch_pos': dict(decay_mult=0.0),
-        '.pixel_pos': dict(decay_mult=0.0),
-    }))
+    # merged into DETR's custom_keys (the backbone at lr_mult 0.1)
+    paramwise_cfg=dict(custom_keys=_base_.tnt_no_decay))
 train_cfg = dict(max_epochs=max_epochs)
 param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[33], gamma=0.1)
 ]
 auto_scale_lr = dict(base_batch_size=16)
-custom_hooks = [dict(type='tnt_mm.SafeCheckpointHook')]

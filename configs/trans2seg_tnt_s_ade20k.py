@@ -1,16 +1,11 @@
-# Trans2Seg with a TNT-S backbone on ADE20K: the TNT paper's segmentation setting (43.6 mIoU,
-# 32.1M params): 40k iterations, AdamW lr 1e-4 with poly decay, batch 16, random resize + 512x512
-# crop, single-scale test. tnt_mm.Trans2SegHead is the "medium" head of the Trans2Seg paper.
-#
-#   python tools/model_converters/tnt2mm.py tnt_s_81.5.pth.tar checkpoints/tnt_s_official.pth
-#   python tools/train.py configs/trans2seg_tnt_s_ade20k.py    # ADE20K under data/ade/
-#   python tools/test.py configs/trans2seg_tnt_s_ade20k.py work_dirs/trans2seg_tnt_s_ade20k/iter_40000.pth
+# Trans2Seg with TNT-S on ADE20K: the TNT paper's segmentation setting (40k iterations, AdamW,
+# batch 16, 512x512 crops); tnt_mm.Trans2SegHead is the Trans2Seg paper's "medium" head.
 _base_ = [
     'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_40k.py',
+    './_base_/tnt_runtime.py', './_base_/tnt_norm.py', './_base_/tnt_optim.py',
 ]
-custom_imports = dict(imports=['tnt_mm'], allow_failed_imports=False)
 
 arch = 'small'
 embed_dims = 384  # TNT-Ti 192, TNT-S 384, TNT-B 640
@@ -24,9 +19,7 @@ model = dict(
     type='EncoderDecoder',
     data_preprocessor=dict(
         type='SegDataPreProcessor',
-        # The official TNT weights were trained on inputs normalised with mean = std = 0.5.
-        mean=[127.5, 127.5, 127.5],
-        std=[127.5, 127.5, 127.5],
+        **_base_.tnt_norm,
         bgr_to_rgb=True,
         pad_val=0,
         seg_pad_val=255,
@@ -64,8 +57,8 @@ model = dict(
     # single scale; mode='slide' with crop_size=crop_size, stride=(341, 341) works too
     test_cfg=dict(mode='whole'))
 
-# AdamW lr 1e-4 (paper), weight decay 0.01 as mmseg's DeiT-S + UperNet (the paper gives none);
-# none on position embeddings, class token / embeddings and norms. Batch 16 = 2 x 8 GPUs.
+# AdamW lr 1e-4 (paper), weight decay 0.01 as mmseg's DeiT-S + UperNet (the paper gives none),
+# also none on the head's position and class embeddings. Batch 16 = 2 x 8 GPUs.
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
@@ -73,9 +66,7 @@ optim_wrapper = dict(
     paramwise_cfg=dict(
         norm_decay_mult=0.0,
         custom_keys={
-            '.cls_token': dict(decay_mult=0.0),
-            '.patch_pos': dict(decay_mult=0.0),
-            '.pixel_pos': dict(decay_mult=0.0),
+            **_base_.tnt_no_decay,
             '.pos_embed': dict(decay_mult=0.0),
             '.class_embed': dict(decay_mult=0.0),
         }))
@@ -86,4 +77,3 @@ train_dataloader = dict(batch_size=2)
 val_dataloader = dict(batch_size=1)
 test_dataloader = val_dataloader
 auto_scale_lr = dict(enable=False, base_batch_size=16)
-custom_hooks = [dict(type='tnt_mm.SafeCheckpointHook')]

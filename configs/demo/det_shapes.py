@@ -1,52 +1,39 @@
-# Detection demo: Faster R-CNN + FPN with a small TNT, trained from scratch on the synthetic
-# COCO-format shapes dataset (tools/data/make_shapes.py coco data/shapes_coco --size 96
-# --radius-range 0.15 0.3) and
-# evaluated with mmdet's CocoMetric; `make demo` runs it. What changes from the COCO recipe of
-# configs/faster_rcnn_tnt_s_fpn.py, and why (the budget is 15 minutes on 2 CPU cores):
-# - a 6-block TNT with TNT-Ti widths, 96x128 images (6x8 patches), no pre-trained weights;
-# - pyramid at 96 channels, FPN and RPN at 64, RoI head fc 128, fewer sampled RoIs: the heads,
-#   not the backbone, dominate the cost at this size;
-# - anchors half the COCO size (16 px at stride 4): the shapes are 29-58 px across;
-# - RoIs assigned to pyramid levels as on COCO scaled to these images (finest_scale 56 -> 7, as
-#   800 -> 96 px): the 29-58 px shapes pool from strides 16/32 (blocks 5/6) as large COCO
-#   objects do, instead of all from stride 4, the pyramid level fed by block 2 of 6;
-# - no LayerNorm in the pyramid (pyramid_norm=None): the per-pixel norm erased the shape class
-#   from the features before the RoI head (linear probe on RoI features of the ground-truth
-#   boxes: 62% before the norm, 23% after; chance 17%), and the box classifier never learnt the
-#   classes: AP50 0.127 after 6 epochs with it, 0.687 without (README, detection demo);
-# - lr 4e-4 with a warm-up and gradient clipping (better than 2e-4 with the LayerNorm pyramid;
-#   5e-4 made the losses climb before the RoI levels above were set).
-_base_ = '../faster_rcnn_tnt_s_fpn.py'
+# Detection demo: the Faster R-CNN + FPN of configs/faster_rcnn_tnt_s_fpn.py scaled to 15 minutes
+# on 2 CPU cores, trained from scratch on generated shapes, COCO AP (`make demo`).
+_base_ = ['../faster_rcnn_tnt_s_fpn.py', '../_base_/demo_shapes.py']
 
-demo_arch = dict(inner_dim=12, inner_heads=2, outer_dim=192, outer_heads=3, depth=6)
-embed_dims = 192
+embed_dims = _base_.demo_arch['outer_dim']
 neck_channels = 64
-img_scale = (128, 96)  # (w, h) of the generated images
+img_scale = (128, 96)  # (w, h) of the generated images: 6x8 patches
 data_root = 'data/shapes_coco/'
-classes = ('circle', 'square', 'triangle', 'cross', 'ring', 'star')
 batch_size = 8
 max_epochs = 6
-lr = 4e-4
+lr = 4e-4  # with a warm-up and gradient clipping; 5e-4 made the losses climb early
 
 model = dict(
     backbone=dict(
         # _delete_: a dict replaces the base's arch name instead of merging into it
-        arch=dict(_delete_=True, **demo_arch),
+        arch=dict(_delete_=True, **_base_.demo_arch),
         out_indices=(1, 2, 4, 5),  # every other block, as 3/6/9/12 of 12
         pretrain_img_size=img_scale[::-1],
         drop_path_rate=0.0,
+        # narrow pyramid, FPN, RPN and RoI head: the heads, not the backbone, dominate the
+        # cost at this size
         pyramid_channels=96,
+        # the per-pixel LayerNorm erased the shape class before the RoI head
         pyramid_norm=None,
         init_cfg=None),
     neck=dict(in_channels=[96] * 4, out_channels=neck_channels),
     rpn_head=dict(
         in_channels=neck_channels,
         feat_channels=neck_channels,
-        anchor_generator=dict(scales=[4])),
+        anchor_generator=dict(scales=[4])),  # half the COCO anchors: the shapes are 29-58 px
     roi_head=dict(
+        # RoI levels as on COCO scaled to 96 px (56 -> 7): the shapes pool from strides 16/32
+        # as large COCO objects do, not all from stride 4
         bbox_roi_extractor=dict(out_channels=neck_channels, finest_scale=7),
         bbox_head=dict(in_channels=neck_channels, fc_out_channels=128,
-                       num_classes=len(classes))),
+                       num_classes=len(_base_.classes))),
     train_cfg=dict(
         rpn_proposal=dict(nms_pre=500, max_per_img=200),
         rcnn=dict(sampler=dict(num=64))),
@@ -54,7 +41,7 @@ model = dict(
         rpn=dict(nms_pre=500, max_per_img=100),
         rcnn=dict(max_per_img=20)))
 
-metainfo = dict(classes=classes)
+metainfo = dict(classes=_base_.classes)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
@@ -96,4 +83,4 @@ train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
-randomness = dict(seed=0)
+randomness = dict(seed=_base_.demo_seed)

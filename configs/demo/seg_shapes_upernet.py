@@ -1,14 +1,10 @@
-# Segmentation demo with UperNet + auxiliary FCN head (the model of
-# configs/upernet_tnt_s_ade20k.py) at CPU scale, on the data and schedule of the Trans2Seg demo
-# (configs/demo/seg_shapes.py), so that the two heads compare. `make demo-seg` runs it: from
-# scratch it reaches mIoU 61 in 1600 iterations (13.5 min on 2 cores), Trans2Seg 34.
-#
-#   python tools/train.py configs/demo/seg_shapes_upernet.py --work-dir work_dirs/demo_seg
+# Segmentation demo with the UperNet + auxiliary FCN head of configs/upernet_tnt_s_ade20k.py, on
+# the data and schedule of the Trans2Seg demo so that the two heads compare (`make demo-seg`).
 _base_ = './seg_shapes.py'
 
-embed_dims = 192
-num_classes = 6
-norm_cfg = dict(type='BN', requires_grad=True)
+embed_dims = _base_.embed_dims
+num_classes = _base_.num_classes
+norm_cfg = _base_.norm_cfg
 
 model = dict(
     # the four-level pyramid of the detection configs: blocks 2/3/5/6 of 6 (as 3/6/9/12 of 12)

@@ -84,7 +84,7 @@ def test_demo_rois_pool_from_the_deep_levels():
 
 def test_demo_pyramid_has_no_layernorm():
     """The demo's pyramid leaves the features unnormalised (pyramid_norm=None): the channel
-    LayerNorm erased the shape class before the RoI head (see the config's header). The COCO
+    LayerNorm erased the shape class before the RoI head (see the config). The COCO
     configs keep ViTDet's LayerNorm."""
     from tnt_mm.models.backbones.pyramid import LayerNorm2d
     _, demo = build('configs/demo/det_shapes.py')
