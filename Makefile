@@ -5,7 +5,7 @@ PYTHON := $(VENV)/bin/python
 THREADS ?= 2
 RUN    := OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(PYTHON)
 
-.PHONY: install demo det-data demo-chain demo-backbone demo-cls demo-seg demo-seg-trans2seg seg-data test flops bench clean
+.PHONY: install demo det-data demo-chain demo-backbone demo-cls demo-seg demo-seg-trans2seg seg-data test test-quick flops bench clean
 
 install:
 	bash tools/install.sh
@@ -67,6 +67,10 @@ demo-seg-trans2seg: install seg-data
 
 test: install
 	$(RUN) -m pytest tests -q
+
+# the loop while editing: everything but the tests that train or run tools end to end
+test-quick: install
+	$(RUN) -m pytest tests -q -m "not slow"
 
 flops: install
 	$(RUN) tools/analysis/get_flops.py

@@ -13,6 +13,8 @@ train = load_tool('tools/train.py')
 test = load_tool('tools/test.py')
 visualize = load_tool('tools/visualize_attention.py')
 
+pytestmark = pytest.mark.slow  # trains through tools/train.py
+
 # two epochs: the demo's schedule warms up for one
 TOY = ['train_cfg.max_epochs=2', 'train_cfg.val_interval=1', 'train_dataloader.num_workers=0',
        'val_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',

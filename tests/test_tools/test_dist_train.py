@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 from helpers import load_tool
 
@@ -17,6 +18,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_cpu_training(tmp_path):
     data = str(tmp_path / 'shapes')
     make_shapes.main(['imagenet', data, '--num-train', '24', '--num-val', '12', '--size', '32'])

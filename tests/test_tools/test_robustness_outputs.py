@@ -38,6 +38,7 @@ def test_converter_interrupted_while_writing(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ['timm.pth']  # no destination, no temporary file left
 
 
+@pytest.mark.slow  # runs a Runner
 def test_test_tool_interrupted_while_dumping(tmp_path, monkeypatch):
     from mmengine.evaluator import metric as dump_results  # DumpResults calls its dump()
     from mmengine.registry import init_default_scope

@@ -12,6 +12,8 @@ import torch
 from helpers import load_tool, toy_cls_options
 
 make_shapes = load_tool('tools/data/make_shapes.py')
+
+pytestmark = pytest.mark.slow  # trains through tools/train.py
 CONFIG = 'configs/demo/cls_shapes.py'
 MAX_EPOCHS = 4
 # deterministic kernels, one thread (the same reduction order in every process)

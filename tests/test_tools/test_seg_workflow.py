@@ -11,6 +11,8 @@ make_shapes = load_tool('tools/data/make_shapes.py')
 train = load_tool('tools/train.py')
 test = load_tool('tools/test.py')
 
+pytestmark = pytest.mark.slow  # trains through tools/train.py
+
 # the demo's 64x85 images, four iterations (two of warm-up), no worker processes
 TOY = ['train_cfg.max_iters=4', 'train_cfg.val_interval=4', 'train_dataloader.batch_size=2',
        'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0',
