@@ -5,7 +5,8 @@
     python tools/test.py CONFIG CKPT --out results.pkl --show-dir vis/
 
 The metrics come from the config's evaluator (mmpretrain Accuracy, mmdet CocoMetric, mmseg
-IoUMetric). ``--out`` is written to a temporary file and renamed when complete.
+IoUMetric). ``--out`` is written to a temporary file and renamed when complete. A missing file or
+a bad option prints one ``error:`` line (``--debug`` shows the traceback).
 """
 import argparse
 import os
@@ -13,6 +14,7 @@ import os.path as osp
 
 from mmengine.config import Config
 
+from tnt_mm.utils.cli import UsageError, require_file, run_cli
 from tnt_mm.utils.config import add_runner_args, export_local_rank, load_config
 from tnt_mm.utils.data_check import check_data
 from tnt_mm.utils.dist import build_runner
@@ -41,7 +43,7 @@ def build_config(args) -> Config:
     if args.show_dir:
         visualization = cfg.default_hooks.get('visualization')
         if visualization is None:
-            raise SystemExit(f'--show-dir: {args.config} has no visualization hook')
+            raise UsageError(f'--show-dir: {args.config} has no visualization hook')
         kind = str(visualization.get('type', ''))
         if 'Det' in kind:  # mmdet DetVisualizationHook
             visualization.update(draw=True, test_out_dir=args.show_dir)
@@ -60,6 +62,7 @@ def build_config(args) -> Config:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg = build_config(args)
+    require_file(args.checkpoint, 'checkpoint')  # before the Runner builds anything
     check_data(cfg, ('test',))
     runner = build_runner(cfg)
     if args.out:
@@ -83,4 +86,4 @@ def format_metrics(metrics: dict) -> str:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -6,13 +6,17 @@
 
 The config's ``default_scope`` (mmpretrain / mmdet / mmseg) decides the task; mmengine's Runner
 does the rest. Checkpoints are written so that they load with ``weights_only=True``
-(``tnt_mm.SafeCheckpointHook`` is added when the config lacks it).
+(``tnt_mm.SafeCheckpointHook``, which every config inherits from configs/_base_/tnt_runtime.py).
+A mistake in the arguments, the data or the checkpoints prints one ``error:`` line (``--debug``
+shows the traceback).
 """
 import argparse
 
 from mmengine.config import Config
 
-from tnt_mm.utils.config import add_runner_args, export_local_rank, load_config
+from tnt_mm.utils.cli import UsageError, require_file, run_cli
+from tnt_mm.utils.config import (add_runner_args, check_checkpoints, export_local_rank,
+                                 load_config)
 from tnt_mm.utils.data_check import check_data
 from tnt_mm.utils.dist import build_runner
 
@@ -42,7 +46,7 @@ def build_config(args) -> Config:
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg:
-            raise SystemExit(f'--auto-scale-lr: {args.config} has no auto_scale_lr entry')
+            raise UsageError(f'--auto-scale-lr: {args.config} has no auto_scale_lr entry')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
@@ -53,11 +57,15 @@ def build_config(args) -> Config:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.resume and args.resume != 'auto':
+        require_file(args.resume, '--resume')
     cfg = build_config(args)
-    check_data(cfg, ('train', 'val'))  # before the Runner spends minutes building everything
+    # before the Runner spends minutes building everything
+    check_checkpoints(cfg)
+    check_data(cfg, ('train', 'val'))
     runner = build_runner(cfg)
     runner.train()
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

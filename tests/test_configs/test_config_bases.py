@@ -2,9 +2,12 @@
 exactly once, the official normalisation, and the no-decay parameter groups (the values the
 configs had when each wrote them out)."""
 import glob
+import os.path as osp
 
 import pytest
 from mmengine.config import Config
+
+from tnt_mm.utils.config import load_config
 
 HOOKS = ['tnt_mm.SafeCheckpointHook', 'tnt_mm.CheckInvalidLossHook', 'tnt_mm.CheckInputHook']
 NO_DECAY = {key: dict(decay_mult=0.0) for key in ('.cls_token', '.patch_pos', '.pixel_pos')}
@@ -53,3 +56,14 @@ def test_shared_settings(path):
         assert cfg.model.backbone.arch == dict(inner_dim=12, inner_heads=2, outer_dim=192,
                                                outer_heads=3, depth=6)
 
+
+def test_hooks_come_from_the_config_only(tmp_path):
+    """A config written from ours keeps the hooks; one that drops them is not patched."""
+    base = osp.abspath('configs/demo/cls_shapes.py')
+    kept = tmp_path / 'kept.py'
+    kept.write_text(f"_base_ = '{base}'\n"
+                    "custom_hooks = _base_.custom_hooks + [dict(type='EMAHook')]\n")
+    assert [h['type'] for h in load_config(str(kept)).custom_hooks] == HOOKS + ['EMAHook']
+    dropped = tmp_path / 'dropped.py'
+    dropped.write_text(f"_base_ = '{base}'\ncustom_hooks = [dict(type='EMAHook')]\n")
+    assert [h['type'] for h in load_config(str(dropped)).custom_hooks] == ['EMAHook']

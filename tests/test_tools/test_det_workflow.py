@@ -7,10 +7,14 @@ import torch
 from helpers import load_tool
 from PIL import Image
 
+from tnt_mm.utils.cli import UsageError
+
 make_shapes = load_tool('tools/data/make_shapes.py')
 train = load_tool('tools/train.py')
 test = load_tool('tools/test.py')
 detect_image = load_tool('tools/demo/detect_image.py')
+
+pytestmark = pytest.mark.slow  # trains through tools/train.py
 
 CONFIG = 'configs/demo/det_shapes.py'
 
@@ -64,7 +68,7 @@ def test_detect_image_draws_predictions(trained, tmp_path):
 
 def test_detect_image_names_missing_files(trained, tmp_path):
     work_dir, _, _ = trained
-    with pytest.raises(SystemExit, match='no such image'):
+    with pytest.raises(UsageError, match='image .*x.png does not exist'):
         detect_image.main([CONFIG, osp.join(work_dir, 'epoch_2.pth'), str(tmp_path / 'x.png')])
 
 

@@ -12,11 +12,12 @@ import argparse
 
 import torch
 
+from tnt_mm.utils.cli import add_debug_arg, require_file, run_cli
 from tnt_mm.utils.complexity import (complexity_table, config_complexity, count_macs,
                                      count_params, format_table)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--config', help='measure the whole model of a detection, segmentation '
                         'or classification config (one forward at --shape)')
@@ -26,9 +27,11 @@ def main() -> None:
                         help='input size: H [W]. Defaults to 224')
     parser.add_argument('--out-type', default='pyramid', choices=('pyramid', 'featmap',
                                                                  'cls_token'))
-    args = parser.parse_args()
+    add_debug_arg(parser)
+    args = parser.parse_args(argv)
     height, width = (args.shape * 2)[:2]
     if args.config:
+        require_file(args.config, 'config')
         params, macs = config_complexity(args.config, height, width)
         print(f'{args.config}, input {height}x{width}: {params / 1e6:.2f}M params, '
               f'{macs / 1e9:.1f} GMACs')
@@ -48,4 +51,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -30,6 +30,8 @@ from typing import List, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from tnt_mm.utils.cli import add_debug_arg, run_cli
+
 CLASSES = ('circle', 'square', 'triangle', 'cross', 'ring', 'star')
 
 
@@ -236,6 +238,7 @@ def main(argv=None) -> None:
     parser.add_argument('--radius-range', type=float, nargs=2, metavar=('MIN', 'MAX'),
                         help='coco, ade: shape radius as a fraction of the image height '
                         '(default 0.08 0.2 for coco, 0.14 0.3 for ade)')
+    add_debug_arg(parser)
     args = parser.parse_args(argv)
     if args.num_train <= 0 or args.num_val <= 0 or args.size < 16:
         parser.error('--num-train and --num-val must be positive and --size at least 16')
@@ -265,4 +268,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -15,6 +15,7 @@ import torch
 
 import tnt_mm  # noqa: F401
 from tnt_mm.models import TNT
+from tnt_mm.utils.cli import add_debug_arg, require_file, run_cli
 from tnt_mm.utils.complexity import complexity_table, count_params, format_table
 
 # Official TNT preprocessing: mean = std = 0.5 on [0, 1] pixels.
@@ -31,13 +32,17 @@ def synthetic_image(height: int = 500, width: int = 750) -> np.ndarray:
     return (image * 255).astype(np.uint8)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--image', help='image file (default: a generated 500x750 test card)')
     parser.add_argument('--arch', default='small')
     parser.add_argument('--checkpoint', help='converted checkpoint (tools/model_converters)')
     parser.add_argument('--no-table', action='store_true', help='skip the params/FLOPs table')
-    args = parser.parse_args()
+    add_debug_arg(parser)
+    args = parser.parse_args(argv)
+    for path, what in ((args.image, '--image'), (args.checkpoint, '--checkpoint')):
+        if path:
+            require_file(path, what)
 
     if args.image:
         import mmcv
@@ -75,4 +80,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 import tnt_mm  # noqa: F401  (registers the backbone before the config is built)
+from tnt_mm.utils.cli import add_debug_arg, require_file, run_cli
 
 
 def parse_args(argv=None):
@@ -30,6 +31,7 @@ def parse_args(argv=None):
                         help='draw and print boxes above this score')
     parser.add_argument('--columns', type=int, default=4, help='images per row of the tiling')
     parser.add_argument('--device', default='cpu')
+    add_debug_arg(parser)
     return parser.parse_args(argv)
 
 
@@ -49,9 +51,10 @@ def tile(images: List[np.ndarray], columns: int) -> np.ndarray:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    missing = [path for path in args.images if not osp.isfile(path)]
-    if missing:
-        raise SystemExit(f'detect_image: no such image file(s): {missing}')
+    require_file(args.config, 'config')
+    require_file(args.checkpoint, 'checkpoint')
+    for path in args.images:
+        require_file(path, 'image')
     from mmdet.apis import DetInferencer
     inferencer = DetInferencer(model=args.config, weights=args.checkpoint, device=args.device,
                                show_progress=False)
@@ -76,4 +79,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

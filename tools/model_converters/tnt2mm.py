@@ -11,13 +11,13 @@ import argparse
 import os
 import os.path as osp
 import pickle
-import sys
 import tempfile
 
 import torch
 
 from tnt_mm.engine.checkpoint import refused_global
 from tnt_mm.models.backbones.tnt_convert import CheckpointFormatError, convert_state_dict
+from tnt_mm.utils.cli import UserError, add_debug_arg, require_file, run_cli
 from tnt_mm.version import __version__
 
 
@@ -29,27 +29,27 @@ def parse_args(argv=None):
         '--trust-pickle', action='store_true',
         help='load SRC with weights_only=False. Only for a file you trust: training checkpoints '
         'of the official code also pickle their argparse settings, which the safe loader refuses')
+    add_debug_arg(parser)
     return parser.parse_args(argv)
 
 
 def load_source(path: str, trust_pickle: bool):
-    if not osp.isfile(path):
-        raise SystemExit(f'tnt2mm: error: {path} does not exist')
+    require_file(path, 'checkpoint')
     try:
         return torch.load(path, map_location='cpu', weights_only=not trust_pickle)
     except pickle.UnpicklingError as exc:
         name = refused_global(exc)
         if name is None:
-            raise SystemExit(f'tnt2mm: error: cannot read {path} as a PyTorch checkpoint; it '
-                             f'may be truncated or corrupted (unpickling failed)')
-        raise SystemExit(
-            f'tnt2mm: error: {path} holds Python objects besides tensors (it refers to {name}), '
+            raise UserError(f'cannot read {path} as a PyTorch checkpoint; it may be truncated '
+                            f'or corrupted (unpickling failed)') from exc
+        raise UserError(
+            f'{path} holds Python objects besides tensors (it refers to {name}), '
             f'which the safe loader refuses. If you trust where the file comes from, run again '
-            f'with --trust-pickle')
+            f'with --trust-pickle') from exc
     except Exception as exc:  # truncated zip, not a torch file, ...
         first = str(exc).strip().split('. ')[0].splitlines()[0] if str(exc).strip() else ''
-        raise SystemExit(f'tnt2mm: error: cannot read {path} as a PyTorch checkpoint; it may be '
-                         f'truncated or corrupted ({type(exc).__name__}: {first})')
+        raise UserError(f'cannot read {path} as a PyTorch checkpoint; it may be truncated or '
+                        f'corrupted ({type(exc).__name__}: {first})') from exc
 
 
 def save_atomic(obj, path: str) -> None:
@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     try:
         state_dict, meta = convert_state_dict(source)
     except CheckpointFormatError as exc:
-        raise SystemExit(f'tnt2mm: error: {args.src}: {exc}')
+        raise UserError(f'{args.src}: {exc}') from exc
     meta.update(converted_from=osp.basename(args.src), tnt_mm_version=__version__)
     save_atomic(dict(state_dict=state_dict, meta=meta), args.dst)
     num_head = sum(k.startswith('head.') for k in state_dict)
@@ -87,4 +87,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    run_cli(main)

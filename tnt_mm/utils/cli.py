@@ -1,0 +1,55 @@
+"""How the command-line tools fail: a user's mistake prints one ``error: ...`` line and exits
+non-zero; anything else is a bug and keeps its traceback. ``--debug`` (or ``TNT_MM_DEBUG=1``)
+shows the traceback of a user's mistake too.
+
+    if __name__ == '__main__':
+        run_cli(main)        # main(argv) raises; run_cli turns user errors into messages
+"""
+import os
+import os.path as osp
+import sys
+from typing import Callable, Optional, Sequence
+
+
+class UserError(Exception):
+    """A mistake in what the user gave a tool; the message names it and says how to fix it."""
+    exit_code = 1
+
+
+class UsageError(UserError):
+    """A bad command-line argument (exit code 2, as argparse's)."""
+    exit_code = 2
+
+
+def user_errors() -> tuple:
+    """The exception types that are the user's to fix. Imported here, not at the top: the
+    modules that raise them import torch."""
+    from tnt_mm.models.backbones.tnt_convert import CheckpointFormatError
+    from tnt_mm.utils.data_check import DataCheckError
+    return (UserError, DataCheckError, CheckpointFormatError, FileNotFoundError)
+
+
+def add_debug_arg(parser) -> None:
+    parser.add_argument('--debug', action='store_true',
+                        help='show the traceback of an error (also TNT_MM_DEBUG=1)')
+
+
+def require_file(path: str, what: str) -> None:
+    """Stop with a usage error when a file named on the command line does not exist (URLs and
+    other ``scheme://`` paths are left to their loaders)."""
+    if '://' not in path and not osp.isfile(path):
+        raise UsageError(f'{what} {path} does not exist')
+
+
+def run_cli(main: Callable, argv: Optional[Sequence[str]] = None):
+    """Call ``main(argv)`` (``sys.argv[1:]`` by default); a user error prints ``error: ...`` to
+    stderr and exits with its code, 1 or 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = '--debug' in argv or os.environ.get('TNT_MM_DEBUG') == '1'
+    try:
+        return main(argv)
+    except Exception as exc:
+        if debug or not isinstance(exc, user_errors()):
+            raise
+        print(f'error: {exc}', file=sys.stderr)
+        sys.exit(getattr(exc, 'exit_code', 1))
