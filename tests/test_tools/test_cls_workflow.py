@@ -24,10 +24,9 @@ TOY = ['train_cfg.max_epochs=2', 'train_cfg.val_interval=1', 'train_dataloader.n
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, toy_cls_data):
     root = tmp_path_factory.mktemp('cls')
-    data = str(root / 'shapes')
-    make_shapes.main(['imagenet', data, '--num-train', '24', '--num-val', '12', '--size', '32'])
+    data = toy_cls_data
     options = TOY + [f'train_dataloader.dataset.data_root={data}',
                      f'val_dataloader.dataset.data_root={data}',
                      f'test_dataloader.dataset.data_root={data}',

@@ -7,9 +7,6 @@ import sys
 
 import pytest
 import torch
-from helpers import load_tool
-
-make_shapes = load_tool('tools/data/make_shapes.py')
 
 
 def free_port() -> int:
@@ -19,9 +16,8 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_process_cpu_training(tmp_path):
-    data = str(tmp_path / 'shapes')
-    make_shapes.main(['imagenet', data, '--num-train', '24', '--num-val', '12', '--size', '32'])
+def test_two_process_cpu_training(tmp_path, toy_cls_data):
+    data = toy_cls_data
     work_dir = str(tmp_path / 'work')
     options = ['train_cfg.max_epochs=2', 'train_cfg.val_interval=2',
                'param_scheduler.0.end=1', 'param_scheduler.1.begin=1',

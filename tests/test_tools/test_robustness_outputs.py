@@ -6,17 +6,11 @@ import os.path as osp
 import pytest
 import timm
 import torch
-from helpers import kept_default_scope, load_tool, toy_cls_options
+from helpers import load_tool, toy_cls_options
 
 make_shapes = load_tool('tools/data/make_shapes.py')
 test = load_tool('tools/test.py')
 tnt2mm = load_tool('tools/model_converters/tnt2mm.py')
-
-
-@pytest.fixture(autouse=True)
-def _no_scope_leak():
-    with kept_default_scope():
-        yield
 
 
 def interrupt_after_writing(monkeypatch, module, name):

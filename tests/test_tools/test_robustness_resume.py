@@ -9,9 +9,8 @@ import time
 
 import pytest
 import torch
-from helpers import load_tool, toy_cls_options
+from helpers import toy_cls_options
 
-make_shapes = load_tool('tools/data/make_shapes.py')
 
 pytestmark = pytest.mark.slow  # trains through tools/train.py
 CONFIG = 'configs/demo/cls_shapes.py'
@@ -55,14 +54,8 @@ def assert_same_state(a: dict, b: dict, where: str) -> None:
     assert torch.equal(lr_a, lr_b), where
 
 
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('resume') / 'shapes')
-    make_shapes.main(['imagenet', root, '--num-train', '24', '--num-val', '12', '--size', '32'])
-    return root
-
-
-def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
+def test_killed_run_resumes_to_the_same_weights(toy_cls_data, tmp_path):
+    data = toy_cls_data
     full, cut = str(tmp_path / 'full'), str(tmp_path / 'cut')
     # the uninterrupted run, alongside the one that gets killed
     reference = subprocess.Popen(train_command(full, data), env=ENV, stdout=subprocess.DEVNULL,

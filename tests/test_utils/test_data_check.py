@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import kept_default_scope, load_tool, toy_cls_options
+from helpers import load_tool, toy_cls_options
 from mmengine.config import Config
 from PIL import Image
 
@@ -14,12 +14,6 @@ from tnt_mm.utils.data_check import DataCheckError, check_data
 
 make_shapes = load_tool('tools/data/make_shapes.py')
 train = load_tool('tools/train.py')
-
-
-@pytest.fixture(autouse=True)
-def _no_scope_leak():
-    with kept_default_scope():
-        yield
 
 
 @pytest.fixture(scope='module')

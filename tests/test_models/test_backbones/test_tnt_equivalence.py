@@ -16,6 +16,7 @@ from mmpretrain.models.backbones import TNT as MMPretrainTNT
 from timm.models.tnt import checkpoint_filter_fn
 
 from tnt_mm.models import TNT
+from tnt_mm.utils.cli import UserError
 
 TOLERANCE = 1e-4
 BLOCKS = (2, 5, 8, 11)
@@ -148,7 +149,7 @@ def test_official_checkpoint_with_pickled_args_needs_opt_in(tmp_path):
     src = tmp_path / 'tnt_s_81.5.pth.tar'
     torch.save(dict(state_dict=to_official_layout(model), args=argparse.Namespace(lr=1e-3)), src)
     dst = tmp_path / 'out.pth'
-    with pytest.raises(SystemExit, match='--trust-pickle'):
+    with pytest.raises(UserError, match='--trust-pickle'):
         tnt2mm.main([str(src), str(dst)])
     assert not dst.exists()
     tnt2mm.main([str(src), str(dst), '--trust-pickle'])

@@ -10,6 +10,7 @@ from helpers import load_tool, randomise_
 from tnt_mm.models import TNT
 from tnt_mm.models.backbones.tnt_convert import (CheckpointFormatError, convert_state_dict,
                                                  detect_format)
+from tnt_mm.utils.cli import UserError
 
 tnt2mm = load_tool('tools/model_converters/tnt2mm.py')
 
@@ -37,11 +38,11 @@ def test_detect_formats():
 def test_refuses_other_networks(tmp_path):
     resnet = tmp_path / 'resnet.pth'
     torch.save(timm.create_model('resnet18').state_dict(), resnet)
-    with pytest.raises(SystemExit, match=r'not a TNT checkpoint .* found 122 tensors'):
+    with pytest.raises(UserError, match=r'not a TNT checkpoint .* found 122 tensors'):
         tnt2mm.main([str(resnet), str(tmp_path / 'out.pth')])
     weird = tmp_path / 'weird.pth'
     torch.save([1, 2, 3], weird)
-    with pytest.raises(SystemExit, match='expected a dict of tensors .* found list'):
+    with pytest.raises(UserError, match='expected a dict of tensors .* found list'):
         tnt2mm.main([str(weird), str(tmp_path / 'out.pth')])
     assert not (tmp_path / 'out.pth').exists()
 
@@ -55,7 +56,7 @@ def test_converter_cli_errors_are_one_line(tmp_path):
                                  str(tmp_path / 'out.pth')], capture_output=True, text=True)
         assert result.returncode != 0
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith('tnt2mm: error:'), result.stderr
+        assert len(lines) == 1 and lines[0].startswith('error:'), result.stderr
         assert not (tmp_path / 'out.pth').exists()
 
 

@@ -17,7 +17,8 @@ from tnt_mm.registry import HOOKS
 @HOOKS.register_module()
 class CheckInputHook(Hook):
     """Raise ``ValueError`` when a loaded image has another channel count than the backbone's
-    ``in_channels``. Every tool adds it through :func:`tnt_mm.utils.config.load_config`."""
+    ``in_channels``. Every config of this package inherits it from
+    ``configs/_base_/tnt_runtime.py``."""
 
     priority = 'HIGHEST'  # before anything else looks at the batch
 

@@ -17,7 +17,7 @@ from tnt_mm.registry import HOOKS
 class CheckInvalidLossHook(Hook):
     """Raise ``FloatingPointError`` when a training loss is NaN or infinite.
 
-    Every tool adds it through :func:`tnt_mm.utils.config.load_config`.
+    Every config of this package inherits it from ``configs/_base_/tnt_runtime.py``.
 
     Args:
         interval (int): check every ``interval`` iterations. Defaults to 1.

@@ -95,8 +95,8 @@ def set_rng_state(state: dict) -> None:
 class SafeCheckpointHook(Hook):
     """Write checkpoints that load with ``weights_only=True``; check and read them back.
 
-    Add it to ``custom_hooks`` (this package's configs and every tool through
-    :func:`tnt_mm.utils.config.load_config` do).
+    Add it to ``custom_hooks``; every config of this package inherits it from
+    ``configs/_base_/tnt_runtime.py``.
 
     Args:
         strict (bool): raise when a checkpoint loaded by the Runner (``load_from``,
