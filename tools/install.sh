@@ -7,7 +7,7 @@
 # the torch version and the Python tag; later installs take seconds.
 # It prints its own steps only; pip's and the build's output go to $VENV/install.log, whose
 # end is shown when a step fails.
-# The traps this script encodes are recorded in the README's "Install notes".
+# The traps this script encodes are recorded in docs/install.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
