@@ -32,16 +32,15 @@ def test_config_builds_with_the_paper_size(path, paper_params):
     outer_tokens = 196 * model.backbone.embed_dims
     assert abs((params + outer_tokens) / 1e6 - paper_params) <= 0.05 + 1e-9
     assert model.backbone.out_type == 'cls_token'
-    assert cfg.auto_scale_lr.base_batch_size == 1024
 
 
 def test_recipe_and_official_evaluation():
+    """The values the paper (Table 3) and the official evaluation fix."""
     cfg = Config.fromfile('configs/tnt_s_in1k.py')
     assert cfg.data_preprocessor.mean == [127.5] * 3 and cfg.data_preprocessor.std == [127.5] * 3
     resize, crop = cfg.test_pipeline[1], cfg.test_pipeline[2]
     assert (resize.type, resize.scale, resize.interpolation) == ('ResizeEdge', 248, 'bicubic')
     assert (crop.type, crop.crop_size) == ('CenterCrop', 224)
-    assert abs(224 / 248 - 0.9) < 0.01  # the official crop ratio
     assert cfg.optim_wrapper.optimizer.lr == 1e-3 and cfg.train_cfg.max_epochs == 300
     assert cfg.train_dataloader.sampler.type == 'RepeatAugSampler'
     assert [a.type for a in cfg.model.train_cfg.augments] == ['Mixup', 'CutMix']

@@ -44,11 +44,9 @@ def train_step_then_predict(model):
 
 @pytest.mark.parametrize('path,params', CONFIGS.items())
 def test_builds_with_the_expected_size(path, params):
-    cfg, model = build(path)
+    _, model = build(path)
     count = sum(p.numel() for p in model.parameters()) / 1e6
     assert abs(count - params) <= 0.1, count
-    assert cfg.model.backbone.type == 'tnt_mm.TNT'
-    assert cfg.model.data_preprocessor.mean == [127.5] * 3
 
 
 def test_faster_rcnn_train_step_and_predict():
@@ -74,19 +72,18 @@ def test_demo_rois_pool_from_the_deep_levels():
     """The demo's 29-58 px shapes are large objects at its scale (96 px against COCO's 800):
     their RoIs pool from strides 16/32 (blocks 5/6 of 6), not all from stride 4 (block 2), as
     mmdet's default finest_scale of 56 would have it."""
-    cfg, model = build('configs/demo/det_shapes.py')
+    _, model = build('configs/demo/det_shapes.py')
     extractor = model.roi_head.bbox_roi_extractor
     side = torch.tensor([29., 40., 58.])
     rois = torch.stack([torch.zeros(3), torch.zeros(3), torch.zeros(3), side, side], dim=1)
     assert extractor.map_roi_levels(rois, num_levels=4).tolist() == [2, 2, 3]
-    assert cfg.model.backbone.out_indices == (1, 2, 4, 5)
 
 
 def test_demo_pyramid_has_no_layernorm():
     """The demo's pyramid leaves the features unnormalised (pyramid_norm=None): the channel
     LayerNorm erased the shape class before the RoI head (see the config). The COCO
     configs keep ViTDet's LayerNorm."""
-    from tnt_mm.models.backbones.pyramid import LayerNorm2d
+    from tnt_mm.models.layers import LayerNorm2d
     _, demo = build('configs/demo/det_shapes.py')
     assert not any(isinstance(m, LayerNorm2d) for m in demo.backbone.pyramid.modules())
     assert all(level[-1].bias is not None for level in demo.backbone.pyramid.levels)

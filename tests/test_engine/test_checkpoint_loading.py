@@ -63,6 +63,7 @@ def test_backbone_init_cfg_refuses(malicious):
         model.init_weights()
 
 
+@pytest.mark.slow
 def test_converter_refuses(malicious, tmp_path):
     path, _ = malicious
     result = subprocess.run([sys.executable, 'tools/model_converters/tnt2mm.py', path,
@@ -99,6 +100,7 @@ def test_trusted_prefix_is_a_per_file_opt_in(tmp_path):
         CheckpointLoader.load_checkpoint(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('damage', ['truncated', 'garbage'])
 def test_damaged_checkpoint_named(tmp_path, damage):
     """The Runner's loader and the converter name a damaged file as such (a garbage file fails

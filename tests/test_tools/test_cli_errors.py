@@ -79,6 +79,7 @@ def run_converter(src, tmp_path, *extra, env=None):
                           env=dict(os.environ, **(env or {})), timeout=300)
 
 
+@pytest.mark.slow
 def test_command_line_prints_no_traceback(tmp_path, other_checkpoint):
     result = run_converter(other_checkpoint, tmp_path)
     assert result.returncode == 1
@@ -88,6 +89,7 @@ def test_command_line_prints_no_traceback(tmp_path, other_checkpoint):
     assert 'Traceback' not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('how', ['--debug', 'TNT_MM_DEBUG=1'])
 def test_debug_shows_the_traceback(how, tmp_path, other_checkpoint):
     if how == '--debug':

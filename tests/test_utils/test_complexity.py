@@ -63,6 +63,7 @@ def test_faster_rcnn_sizes_match_the_paper():
     assert round(deit_detector / 1e6, 1) == 46.4
 
 
+@pytest.mark.slow
 def test_get_flops_tool():
     result = subprocess.run([sys.executable, 'tools/analysis/get_flops.py', '--arch', 'tiny',
                              '--shape', '96', '160'], capture_output=True, text=True, check=True)

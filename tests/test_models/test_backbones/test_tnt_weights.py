@@ -47,6 +47,7 @@ def test_refuses_other_networks(tmp_path):
     assert not (tmp_path / 'out.pth').exists()
 
 
+@pytest.mark.slow
 def test_converter_cli_errors_are_one_line(tmp_path):
     good = converted_file(tmp_path)
     truncated = tmp_path / 'truncated.pth'
