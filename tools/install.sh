@@ -78,7 +78,7 @@ PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
 
 say "base tools"
-quiet "${PIP[@]}" install -c "$CONSTRAINTS" --upgrade pip wheel 'setuptools>=77.0.3,<81' \
+quiet "${PIP[@]}" install -c "$CONSTRAINTS" --upgrade pip wheel 'setuptools>=77.0.3,<80' \
     ninja psutil || die "could not install pip, wheel, setuptools, ninja, psutil"
 
 say "torch $TORCH_VERSION + torchvision $TORCHVISION_VERSION"
