@@ -303,3 +303,31 @@ def test_export_sees_the_reference_op(monkeypatch):
                                         'reference ops'):
         with torch.no_grad():
             torch.export.export(model, (x,))
+
+
+@pytest.mark.parametrize('limit', [1, 8, 13])  # one head per call; chunks with a remainder
+def test_chunked_word_attention_equals_unchunked(limit, monkeypatch):
+    """Large batches of patches are attended in chunks below the backends' limits: the same
+    outputs and gradients as one call (here with the limit forced down)."""
+    torch.manual_seed(0)
+    heads, c = 4, 24
+    qk = torch.randn(37, 16, 2 * c, requires_grad=True)
+    v = torch.randn(37, 16, c, requires_grad=True)
+    grad_out = torch.randn(37, 16, c)
+    whole = reference.word_attention(qk, v, heads)
+    whole_grads = torch.autograd.grad(whole, (qk, v), grad_out)
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def counted(q, *args, **kwargs):
+        calls.append(q.shape[0] * q.shape[1])
+        return sdpa(q, *args, **kwargs)
+
+    monkeypatch.setattr(reference, 'MAX_ATTENTION_BATCH', limit)
+    monkeypatch.setattr(reference.F, 'scaled_dot_product_attention', counted)
+    chunked = reference.word_attention(qk, v, heads)
+    chunked_grads = torch.autograd.grad(chunked, (qk, v), grad_out)
+    assert len(calls) > 1 and max(calls) <= max(limit, heads) and sum(calls) == 37 * heads
+    assert torch.allclose(chunked, whole, atol=1e-6)
+    for a, b in zip(chunked_grads, whole_grads):
+        assert torch.allclose(a, b, atol=1e-6)

@@ -13,6 +13,11 @@ from .params import InnerTransformerParams
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, int, float], torch.Tensor]
 
+# The most (sequence x head) problems one scaled_dot_product_attention call gets. CUDA's fused
+# SDPA kernels put them on one grid dimension, which stops at 65,535 blocks: batch 16 at
+# 800x1333 already has 67,200 patches of 4 heads. Larger batches are computed in chunks.
+MAX_ATTENTION_BATCH = 65535
+
 
 def word_attention(qk: torch.Tensor, v: torch.Tensor, num_heads: int,
                    dropout_p: float = 0.) -> torch.Tensor:
@@ -32,7 +37,13 @@ def word_attention(qk: torch.Tensor, v: torch.Tensor, num_heads: int,
     # (N, L, 2C) -> (2, N, heads, L, C/heads)
     q, k = qk.reshape(batch, tokens, 2, num_heads, head_dim).permute(2, 0, 3, 1, 4)
     v = v.reshape(batch, tokens, num_heads, head_dim).transpose(1, 2)
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    step = max(1, MAX_ATTENTION_BATCH // num_heads)
+    if batch <= step:
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    else:
+        out = torch.cat([F.scaled_dot_product_attention(q[i:i + step], k[i:i + step],
+                                                         v[i:i + step], dropout_p=dropout_p)
+                         for i in range(0, batch, step)])
     return out.transpose(1, 2).reshape(batch, tokens, dim)  # (N, heads, L, C/h) -> (N, L, C)
 
 
