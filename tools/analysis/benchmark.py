@@ -72,8 +72,7 @@ def build(name: str, img_size, device: str) -> Callable[[torch.Tensor], torch.Te
     model = model.to(device)
 
     if ours:
-        # dynamic=False: one static graph per input size. torch 2.14's dynamic-shape recompile
-        # of this model failed here (Dynamo: TensorReferenceAnalysis has no python_mod).
+        # dynamic=False: one static graph per input size, as each size is timed on its own
         run = torch.compile(model, dynamic=False) if name == COMPILED else model
         backend = (lambda: inner_backend('reference')) if name == REFERENCE \
             else contextlib.nullcontext

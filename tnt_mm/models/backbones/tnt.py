@@ -403,10 +403,12 @@ class TNT(BaseModule):
         self._check_input(x)
         batch, _, height, width = x.shape
         p = self.patch_size
-        pad_h, pad_w = -height % p, -width % p
+        # ceil by floor division, not -height % p: torch.compile's dynamic shapes cannot turn a
+        # Python modulo of sizes into a tensor expression (TensorReferenceAnalysis.python_mod)
+        grid = ((height + p - 1) // p, (width + p - 1) // p)
+        pad_h, pad_w = grid[0] * p - height, grid[1] * p - width
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))  # zeros on the bottom and right
-        grid = ((height + pad_h) // p, (width + pad_w) // p)
 
         words = self.pixel_embed(x) + self.pixel_pos
         sentences = self.norm2_proj(self.proj(self.norm1_proj(
