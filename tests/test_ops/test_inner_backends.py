@@ -331,3 +331,15 @@ def test_chunked_word_attention_equals_unchunked(limit, monkeypatch):
     assert torch.allclose(chunked, whole, atol=1e-6)
     for a, b in zip(chunked_grads, whole_grads):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_word_attention_kernel_declines_under_autocast():
+    """Under CPU autocast the projections before the attention are half precision: the
+    reference computes the attention (the fused inner transformer stays float32)."""
+    words = torch.randn(4, 16, 24)
+    dropping = TNTBlock(24, 384, 16, 4, 6, drop_path=0.1).inner_params()
+    plain = TNTBlock(24, 384, 16, 4, 6).inner_params()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert select(words, dropping, training=True) == 'reference'
+        assert select(words, plain, training=True) == 'cpu_fused'
+        assert 'autocast' in cpu_kernels.word_attention_unsupported(words, 6)

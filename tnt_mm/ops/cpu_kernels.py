@@ -12,6 +12,10 @@ as many small, memory-bound ops. Two kernels replace them:
   problem solved in registers, reading q, k and v in place from the projections; its backward
   recomputes the 16 x 16 probabilities.
 
+Under CPU autocast the fused inner transformer still computes in float32 (its input words and
+weights are float32; autocast allows the higher precision), while the word-attention kernel,
+which would get half-precision projections, leaves the attention to the reference.
+
 Each kernel has a contract (:func:`inner_unsupported`, :func:`word_attention_unsupported`) that
 says why it cannot run an input, and a reference beside it in :mod:`tnt_mm.ops.reference`
 (outputs and gradients equal within float rounding, tested to 1e-5). Which one runs is decided
@@ -130,6 +134,10 @@ def word_attention_unsupported(x: torch.Tensor, head_dim: int,
         return f'head width {head_dim} is not one of {HEAD_DIMS}'
     if dropout_p:
         return f'attention dropout {dropout_p} (the kernel has none)'
+    if torch.is_autocast_enabled('cpu'):
+        # the q|k and v projections before it come out of autocast in half precision
+        return (f'CPU autocast gives the kernel {torch.get_autocast_dtype("cpu")} projections; '
+                f'it takes float32')
     return _unsupported(x)
 
 

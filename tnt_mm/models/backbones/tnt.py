@@ -26,7 +26,7 @@ from torchvision.ops import StochasticDepth
 
 from tnt_mm.ops import InnerTransformerParams, inner_transformer
 from tnt_mm.registry import MODELS
-from ..layers import Attention, Mlp, init_transformer_weights, resample_pos_embed
+from ..layers import Attention, LayerNorm, Mlp, init_transformer_weights, resample_pos_embed
 from .pyramid import PyramidRescaler
 from .tnt_arch import ARCH_ZOO, LAYOUTS, normalize_indices, parse_arch, quarter_points
 from .tnt_convert import load_pretrained
@@ -41,7 +41,7 @@ class SqueezeExcite(nn.Module):
     def __init__(self, dim: int, hidden_ratio: float = 0.25) -> None:
         super().__init__()
         hidden_dim = int(dim * hidden_ratio)
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.fc2 = nn.Linear(hidden_dim, dim)
 
@@ -94,20 +94,20 @@ class TNTBlock(nn.Module):
         if has_inner:
             # The inner modules hold the weights (their names are the checkpoint keys); the
             # computation is tnt_mm.ops.inner_transformer's.
-            self.norm_in = nn.LayerNorm(inner_dim)
+            self.norm_in = LayerNorm(inner_dim)
             self.attn_in = Attention(inner_dim, inner_heads, qkv_bias, attn_drop, drop)
-            self.norm_mlp_in = nn.LayerNorm(inner_dim)
+            self.norm_mlp_in = LayerNorm(inner_dim)
             self.mlp_in = Mlp(inner_dim, int(inner_dim * mlp_ratio), drop)
             if legacy:
-                self.norm1_proj = nn.LayerNorm(inner_dim)
+                self.norm1_proj = LayerNorm(inner_dim)
                 self.proj = nn.Linear(num_words * inner_dim, outer_dim, bias=True)
             else:
-                self.norm1_proj = nn.LayerNorm(num_words * inner_dim)
+                self.norm1_proj = LayerNorm(num_words * inner_dim)
                 self.proj = nn.Linear(num_words * inner_dim, outer_dim, bias=False)
-                self.norm2_proj = nn.LayerNorm(outer_dim)
-        self.norm_out = nn.LayerNorm(outer_dim)
+                self.norm2_proj = LayerNorm(outer_dim)
+        self.norm_out = LayerNorm(outer_dim)
         self.attn_out = Attention(outer_dim, outer_heads, qkv_bias, attn_drop, drop)
-        self.norm_mlp = nn.LayerNorm(outer_dim)
+        self.norm_mlp = LayerNorm(outer_dim)
         self.mlp = Mlp(outer_dim, int(outer_dim * mlp_ratio), drop)
         self.se = SqueezeExcite(outer_dim) if with_se else None
         self.drop_path = StochasticDepth(drop_path, mode='row') if drop_path > 0 else nn.Identity()
@@ -307,9 +307,9 @@ class TNT(BaseModule):
         self.pixel_embed = PixelEmbed(in_channels, inner_dim, patch_size, word_stride,
                                       legacy=layout == 'legacy')
         num_words = self.num_words = self.pixel_embed.word_grid ** 2
-        self.norm1_proj = nn.LayerNorm(num_words * inner_dim)
+        self.norm1_proj = LayerNorm(num_words * inner_dim)
         self.proj = nn.Linear(num_words * inner_dim, outer_dim)
-        self.norm2_proj = nn.LayerNorm(outer_dim)
+        self.norm2_proj = LayerNorm(outer_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, outer_dim))
         self.patch_pos = nn.Parameter(
             torch.zeros(1, self.num_prefix_tokens + self.pos_grid[0] * self.pos_grid[1], outer_dim))
@@ -331,7 +331,7 @@ class TNT(BaseModule):
         ])
 
         # What turns block outputs into the returned features (see _format_output).
-        self.norm = nn.LayerNorm(outer_dim) if out_type == 'cls_token' else None
+        self.norm = LayerNorm(outer_dim) if out_type == 'cls_token' else None
         self.pyramid = None
         if out_type == 'pyramid':
             if len(pyramid_scales) != len(self.out_indices):

@@ -35,7 +35,7 @@ from mmseg.models.utils import resize
 from torchvision.ops import StochasticDepth
 
 from tnt_mm.registry import MODELS
-from ..layers import Attention, Mlp, init_transformer_weights, resample_pos_embed
+from ..layers import Attention, LayerNorm, Mlp, init_transformer_weights, resample_pos_embed
 
 
 class ClassAttention(nn.Module):
@@ -114,10 +114,10 @@ class EncoderLayer(nn.Module):
                  attn_drop: float = 0.,
                  drop_path: float = 0.) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = LayerNorm(dim)
         # the shared attention layer (SDPA), same parameter count as one qkv Linear
         self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         self.drop_path = StochasticDepth(drop_path, 'row')
 
@@ -152,14 +152,14 @@ class DecoderLayer(nn.Module):
                  drop_path: float = 0.) -> None:
         super().__init__()
         self.is_last = is_last
-        self.norm_query = nn.LayerNorm(dim)
-        self.norm_feat = nn.LayerNorm(dim)
+        self.norm_query = LayerNorm(dim)
+        self.norm_feat = LayerNorm(dim)
         self.attn = ClassAttention(dim, num_heads, qkv_bias, with_output=not is_last,
                                    attn_drop=attn_drop, proj_drop=drop)
         if not is_last:
-            self.norm_query_mlp = nn.LayerNorm(dim)
+            self.norm_query_mlp = LayerNorm(dim)
             self.mlp_query = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-            self.norm_feat_mlp = nn.LayerNorm(dim)
+            self.norm_feat_mlp = LayerNorm(dim)
             self.mlp_feat = Mlp(dim, int(dim * mlp_ratio), drop=drop)
             self.drop_path = StochasticDepth(drop_path, 'row')
 
@@ -257,7 +257,7 @@ class Trans2SegHead(BaseDecodeHead):
             EncoderLayer(embed_dims, num_heads, mlp_ratio, qkv_bias, transformer_drop_rate,
                          attn_drop_rate, drop_path_rates[i])
             for i in range(num_layers)])
-        self.encoder_norm = nn.LayerNorm(embed_dims)
+        self.encoder_norm = LayerNorm(embed_dims)
         # One query per output channel: with out_channels=1 (binary, sigmoid) one mask.
         self.class_embed = nn.Parameter(torch.zeros(1, self.out_channels, embed_dims))
         self.decoder = nn.ModuleList([
