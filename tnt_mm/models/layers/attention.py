@@ -3,12 +3,14 @@ from typing import Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from tnt_mm.ops.reference import word_attention
 
 
 class Attention(nn.Module):
     """Multi-head self-attention with the TNT parameter layout: a ``qk`` Linear (dim -> 2 dim)
-    and a separate ``v`` Linear, computed by ``F.scaled_dot_product_attention``.
+    and a separate ``v`` Linear, computed by ``F.scaled_dot_product_attention``
+    (:func:`tnt_mm.ops.reference.word_attention`).
 
     Args:
         dim (int): token width.
@@ -42,14 +44,9 @@ class Attention(nn.Module):
                                   dim // self.num_heads).permute(2, 0, 3, 1, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, dim = x.shape
-        q, k = self.query_key(x)
-        # (B, L, C) -> (B, heads, L, C/heads)
-        v = self.v(x).reshape(batch, tokens, self.num_heads, dim // self.num_heads).transpose(1, 2)
-        x = F.scaled_dot_product_attention(q, k, v,
-                                           dropout_p=self.attn_drop if self.training else 0.)
-        # (B, heads, L, C/heads) -> (B, L, C)
-        x = x.transpose(1, 2).reshape(batch, tokens, dim)
+        # any tokens, not only words: q|k and v as the Linears write them, SDPA in chunks if large
+        x = word_attention(self.qk(x), self.v(x), self.num_heads,
+                           self.attn_drop if self.training else 0.)
         return self.proj_drop(self.proj(x))
 
     @torch.no_grad()
