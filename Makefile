@@ -5,7 +5,7 @@ PYTHON := $(VENV)/bin/python
 THREADS ?= 2
 RUN    := OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(PYTHON)
 
-.PHONY: install demo det-data demo-chain demo-backbone demo-cls demo-seg demo-seg-trans2seg seg-data test test-quick flops bench clean
+.PHONY: install demo det-data demo-chain demo-backbone demo-cls demo-seg demo-seg-trans2seg seg-data test test-quick flops bench bench-gpu clean
 
 install:
 	bash tools/install.sh
@@ -81,3 +81,8 @@ clean:
 
 bench: install
 	$(RUN) tools/analysis/benchmark.py
+
+# On a CUDA machine: the Triton backend checked against the reference, then the GPU suite.
+bench-gpu: install
+	$(RUN) tools/analysis/check_triton_gpu.py
+	$(RUN) tools/analysis/benchmark.py --device cuda --amp bf16 --compile

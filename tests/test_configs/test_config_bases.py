@@ -1,4 +1,4 @@
-"""Every config gets the shared settings of configs/_base_/ by inheritance: the three safety hooks
+"""Every config gets the shared settings of configs/_base_/ by inheritance: the runtime hooks
 exactly once, the official normalisation, and the no-decay parameter groups (the values the
 configs had when each wrote them out)."""
 import glob
@@ -9,7 +9,8 @@ from mmengine.config import Config
 
 from tnt_mm.utils.config import load_config
 
-HOOKS = ['tnt_mm.SafeCheckpointHook', 'tnt_mm.CheckInvalidLossHook', 'tnt_mm.CheckInputHook']
+HOOKS = ['tnt_mm.SafeCheckpointHook', 'tnt_mm.CheckInvalidLossHook', 'tnt_mm.CheckInputHook',
+         'tnt_mm.PlainParamGroupsHook']
 NO_DECAY = {key: dict(decay_mult=0.0) for key in ('.cls_token', '.patch_pos', '.pixel_pos')}
 CLS = dict(norm_decay_mult=0.0, bias_decay_mult=0.0, custom_keys=NO_DECAY)
 DENSE = dict(norm_decay_mult=0.0, custom_keys=NO_DECAY)
@@ -46,7 +47,7 @@ def test_every_config_is_listed():
 def test_shared_settings(path):
     cfg = Config.fromfile(path)
     types = [hook['type'] for hook in cfg.custom_hooks]
-    assert [types.count(name) for name in HOOKS] == [1, 1, 1], types
+    assert [types.count(name) for name in HOOKS] == [1] * len(HOOKS), types
     # mmpretrain reads the top-level data_preprocessor, mmdet and mmseg the model's
     preprocessor = cfg.model.get('data_preprocessor') or cfg.data_preprocessor
     assert preprocessor.mean == [127.5] * 3 and preprocessor.std == [127.5] * 3

@@ -185,7 +185,8 @@ def test_environment_variable_and_context_force_a_backend(monkeypatch):
     assert select(words, params, training=False) == 'cpu_fused'
     monkeypatch.setenv('TNT_MM_INNER_BACKEND', 'cuda')
     with pytest.raises(ValueError, match=r"TNT_MM_INNER_BACKEND='cuda' is not an inner-transformer "
-                                         r"backend; choose one of \('auto', 'reference', 'cpu'\)"):
+                                         r"backend; choose one of \('auto', 'reference', 'cpu', "
+                                         r"'triton'\)"):
         select(words, params, training=False)
     with pytest.raises(ValueError, match="inner_backend='gpu'"):
         with inner_backend('gpu'):

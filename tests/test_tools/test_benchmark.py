@@ -1,7 +1,13 @@
-"""tools/analysis/benchmark.py: the interleaved timing that every figure of its table uses."""
+"""tools/analysis/benchmark.py: the interleaved timing that every figure of its table uses, and
+the training (GPU) suite run end to end at toy sizes."""
 import importlib.util
+import json
 import os.path as osp
+import subprocess
+import sys
 import time
+
+import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -60,3 +66,24 @@ def test_round_order_varies_so_no_job_always_follows_the_same_one():
     assert all(predecessors[n] >= set(names) - {n} for n in names), predecessors
     assert run(0) == sequence  # seeded: a run can be repeated
     assert run(1) != sequence
+
+
+@pytest.mark.slow
+def test_training_suite_runs_end_to_end_on_the_cpu(tmp_path):
+    """The GPU suite (``--device cuda`` picks it) on the CPU at toy sizes, under bf16 autocast:
+    every row gets every figure, and the ratios are printed, so the script works before a GPU
+    session spends its minutes on it. Peak memory is CUDA's, so not measured here."""
+    out = tmp_path / 'suite.json'
+    result = subprocess.run(
+        [sys.executable, 'tools/analysis/benchmark.py', '--suite', 'training', '--device', 'cpu',
+         '--train-batch', '2', '--infer-batch', '2', '--det-size', '64', '96', '--det-batch', '1',
+         '--rounds', '1', '--iters', '1', '--amp', 'bf16', '--json', str(out)],
+        capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads(out.read_text())['results']
+    assert set(rows) == {'tnt_mm TNT-S [reference]', 'tnt_mm TNT-S [cpu]', 'timm TNT-S',
+                         'timm DeiT-S'}
+    for name, figures in rows.items():
+        assert set(figures) == {'train img/s @224', 'infer img/s @224', 'fwd+bwd s @64x96'}, name
+        assert all(value > 0 for value in figures.values()), name
+    assert 'tnt_mm TNT-S [cpu] / timm DeiT-S: train img/s @224' in result.stdout

@@ -1,4 +1,5 @@
 from . import checkpoint  # noqa: F401  (registers the safe and the trusted:// checkpoint loaders)
-from .hooks import CheckInputHook, CheckInvalidLossHook, SafeCheckpointHook
+from .hooks import (CheckInputHook, CheckInvalidLossHook, PlainParamGroupsHook,
+                    SafeCheckpointHook)
 
-__all__ = ['CheckInputHook', 'CheckInvalidLossHook', 'SafeCheckpointHook']
+__all__ = ['CheckInputHook', 'CheckInvalidLossHook', 'PlainParamGroupsHook', 'SafeCheckpointHook']

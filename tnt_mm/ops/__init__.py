@@ -1,5 +1,6 @@
 """TNT's inner transformer: the reference implementation, the fused kernels, and the one place
-(:mod:`.dispatch`) that picks between them (``TNT_MM_INNER_BACKEND`` = auto | reference | cpu).
+(:mod:`.dispatch`) that picks between them (``TNT_MM_INNER_BACKEND`` = auto | reference | cpu |
+triton).
 """
 from .cpu_kernels import load_extension
 from .dispatch import (BACKENDS, BackendUnavailableError, inner_backend, inner_transformer,

@@ -5,6 +5,10 @@ Backends:
 - ``reference``: plain PyTorch (:mod:`tnt_mm.ops.reference`); runs everywhere.
 - ``cpu``: the fused C++ kernels (:mod:`tnt_mm.ops.cpu_kernels`): the whole inner transformer
   in one kernel where its contract holds, else the reference with the word-attention kernel.
+- ``triton``: the fused Triton kernels (:mod:`tnt_mm.ops.triton_kernels`), for CUDA tensors
+  (CPU tensors in Triton's interpreter, ``TRITON_INTERPRET=1``). Experimental: tested against
+  the reference in the interpreter and compiled for sm_80/sm_90, not yet run on a GPU, so only
+  used when asked for.
 - ``auto`` (default): ``cpu`` where it can run the input, else ``reference``.
 
 The choice is made per call from, in order: the innermost :func:`inner_backend` context, the
@@ -19,10 +23,10 @@ from typing import Iterator, List
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from . import cpu_kernels, reference
+from . import cpu_kernels, reference, triton_kernels
 from .params import InnerTransformerParams
 
-BACKENDS = ('auto', 'reference', 'cpu')
+BACKENDS = ('auto', 'reference', 'cpu', 'triton')
 ENV_VAR = 'TNT_MM_INNER_BACKEND'
 LEGACY_ENV_VAR = 'TNT_MM_WORD_KERNEL'  # '0' meant reference; removed in the next release
 
@@ -81,11 +85,20 @@ def requested_backend() -> str:
 
 def select(words: torch.Tensor, params: InnerTransformerParams, training: bool) -> str:
     """The implementation that computes this call: ``'reference'``, ``'cpu_fused'`` (the whole
-    inner transformer in one kernel) or ``'cpu_attention'`` (the reference with the
-    word-attention kernel)."""
+    inner transformer in one kernel), ``'cpu_attention'`` (the reference with the
+    word-attention kernel) or ``'triton'``."""
     backend = requested_backend()
     if backend == 'reference':
         return 'reference'
+    if backend == 'triton':
+        why_not = triton_kernels.inner_unsupported(words, params, training)
+        if why_not is None:
+            return 'triton'
+        raise BackendUnavailableError(
+            f'the inner-transformer backend "triton" was requested but cannot run this input '
+            f'(words {tuple(words.shape)} {words.dtype} on {words.device}, '
+            f'{params.num_heads} heads): {why_not}. Use the "auto" or "reference" backend '
+            f'({ENV_VAR} or tnt_mm.ops.inner_backend)')
     why_not_fused = cpu_kernels.inner_unsupported(words, params, training)
     if why_not_fused is None:
         return 'cpu_fused'
@@ -114,9 +127,11 @@ def inner_transformer(words: torch.Tensor, params: InnerTransformerParams,
         params (InnerTransformerParams): the block's weights and settings.
         training (bool): apply dropout and stochastic depth. Defaults to False.
         recompute (bool): keep only ``words`` for the backward pass and recompute the
-            activations there (the fused kernel always does). Defaults to False.
+            activations there (the fused kernels always do). Defaults to False.
     """
     implementation = select(words, params, training)
+    if implementation == 'triton':
+        return triton_kernels.inner_transformer(words, params, training)
     if implementation == 'cpu_fused':
         return cpu_kernels.inner_transformer(words, params)
     attention = (cpu_kernels.word_attention if implementation == 'cpu_attention'

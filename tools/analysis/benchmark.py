@@ -4,17 +4,26 @@
     python tools/analysis/benchmark.py                 # the full table (make bench)
     python tools/analysis/benchmark.py --rounds 3 --no-memory
     python tools/analysis/benchmark.py --verbose          # also every round's time: the noise
+    python tools/analysis/benchmark.py --device cuda --amp bf16 --compile   # the GPU suite
 
-All timings come from one process, in interleaved rounds (every model once per round, in a
-seeded shuffled order), and the table shows medians and ratios within this run: the machines
-are noisy, ratios are what compare.
+Two suites. All timings come from one process, in interleaved rounds (every model once per
+round, in a seeded shuffled order), and the tables show medians and ratios within the run: the
+machines are noisy, ratios are what compare.
+
+``cpu`` (the default on the CPU):
 - forward throughput at 224x224, batch 8 (images/s);
 - forward time and forward+backward time at 800x1216, batch 1;
-- peak memory of forward+backward at 800x1216. On the CPU each model runs in a child process of
-  its own and reports its own peak (``VmHWM``): ``ru_maxrss`` of a child started by a large parent
-  would inherit the parent's peak. On CUDA it is ``torch.cuda.max_memory_allocated``.
+- peak memory of forward+backward at 800x1216. Each model runs in a child process of its own
+  and reports its own peak (``VmHWM``): ``ru_maxrss`` of a child started by a large parent
+  would inherit the parent's peak.
 The compared outputs: the raw block features for detection sizes (the pyramid is left out: timm
 and DeiT have none) and the normalised class token at 224.
+
+``training`` (the default with ``--device cuda``; :func:`suite_main`), optionally under
+autocast (``--amp``) and with compiled rows (``--compile``):
+- training throughput at 224, batch 128 (AdamW steps), and inference throughput, batch 256;
+- forward+backward at 800x1333 (padded to 800x1344), batch 2, with the pyramid on tnt_mm and
+  on DeiT-S blocks 3/6/9/12: time, and on CUDA the step's peak memory above the weights.
 """
 import argparse
 import contextlib
@@ -164,6 +173,16 @@ def child(name: str, device: str) -> None:
     print(json.dumps(dict(peak_gb=peak)))
 
 
+def print_table(results: Dict[str, Dict[str, float]], columns: List[str], fmt: str) -> None:
+    """A markdown table, one row per model ('-' for a figure it lacks), and a blank line."""
+    print('| model | ' + ' | '.join(columns) + ' |')
+    print('|---' * (len(columns) + 1) + '|')
+    for name, row in results.items():
+        print(f'| {name} | ' + ' | '.join(format(row[c], fmt) if c in row else '-'
+                                          for c in columns) + ' |')
+    print()
+
+
 def detector_child(with_cp: bool, device: str) -> None:
     """One Faster R-CNN TNT-S train step at 800x1333 after a warm-up step: time and peak."""
     from mmdet.registry import MODELS
@@ -207,6 +226,185 @@ def detector_table(device: str) -> None:
               f'| {result["peak_gb"]:.2f} |')
 
 
+# ------------------------------------------------------------------------------ training suite
+# What users run on GPUs: training and inference throughput at 224, and a detection-size
+# forward+backward with the pyramid. The default for --device cuda; on the CPU it runs with
+# small sizes as a smoke test of the script (tests/test_tools/test_benchmark_tool.py).
+TRAIN_BATCH, INFER_BATCH = 128, 256
+DET_SIZE, DET_BATCH = (800, 1344), 2  # 800x1333 padded to a multiple of 32, as mmdet does
+
+
+def suite_rows(backends, compile_models: bool) -> List[str]:
+    rows = [f'{OURS} [{b}]' for b in backends] + ['timm TNT-S', 'timm DeiT-S']
+    if compile_models:
+        rows += [f'{OURS} compiled', 'timm TNT-S compiled', 'timm DeiT-S compiled']
+    return rows
+
+
+def build_for_suite(name: str, img_size, device: str) -> Callable:
+    """``forward(x)`` for one row at ``img_size``: the class token at 224; at detection size
+    the pyramid for tnt_mm and DeiT-S (the same rescaler on DeiT-S blocks 3/6/9/12) and the
+    block features for timm TNT-S (which has no pyramid)."""
+    import timm
+
+    from tnt_mm.models import TNT
+    from tnt_mm.models.backbones.pyramid import PyramidRescaler
+    from tnt_mm.ops import inner_backend
+    torch.manual_seed(0)
+    classify = tuple(img_size) == (224, 224)
+    base = name.replace(' compiled', '')
+    if base.startswith(OURS):
+        model = TNT('small', out_type='cls_token' if classify else 'pyramid')
+        backend = name[name.index('[') + 1:-1] if '[' in name else 'auto'
+
+        def run(x):
+            with inner_backend(backend):
+                out = model(x)
+            return out[-1] if classify else out
+    elif base == 'timm TNT-S':
+        model = timm.create_model('tnt_s_patch16_224', img_size=img_size)
+
+        def run(x):
+            feats = model.forward_features(x)
+            return feats[:, 0] if classify else feats
+    elif base == 'timm DeiT-S':
+        model = timm.create_model('deit_small_patch16_224', img_size=img_size)
+        if not classify:
+            model.pyramid = PyramidRescaler(model.embed_dim, model.embed_dim)
+
+        def run(x):
+            if classify:
+                return model.forward_features(x)[:, 0]
+            return model.pyramid(model.forward_intermediates(
+                x, indices=[2, 5, 8, 11], output_fmt='NCHW', intermediates_only=True))
+    else:
+        raise ValueError(f'unknown row {name!r}')
+    model = model.to(device)
+    forward = torch.compile(run, dynamic=False) if name.endswith(' compiled') else run
+    forward.module = model
+    return forward
+
+
+def loss_of(out) -> torch.Tensor:
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    return sum(o.float().square().mean() for o in outs)
+
+
+def suite_main(args) -> None:
+    device = args.device
+    amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16, None: None}[args.amp]
+    backends = args.backends or (['reference', 'triton'] if device == 'cuda'
+                                 else ['reference', 'cpu'])
+    rows = suite_rows(backends, args.compile)
+    det_size = tuple(args.det_size or DET_SIZE)
+    train_batch, infer_batch = args.train_batch or TRAIN_BATCH, args.infer_batch or INFER_BATCH
+    det_batch = args.det_batch or DET_BATCH
+    gpu = torch.cuda.get_device_name() if device == 'cuda' else 'none'
+    print(f'device: {device} ({gpu}), torch {torch.__version__}, amp: {args.amp or "off"}, '
+          f'TF32 matmul: {torch.backends.cuda.matmul.allow_tf32}, rounds: {args.rounds} x '
+          f'{args.iters} steps (medians)')
+
+    def autocast():
+        return torch.autocast(device, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+    def train_job(forward, x, optimizer=None, scaler=None):
+        def run():
+            for _ in range(args.iters):
+                with autocast():
+                    loss = loss_of(forward(x))
+                (scaler.scale(loss) if scaler else loss).backward()
+                if optimizer is not None and scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                elif optimizer is not None:
+                    optimizer.step()
+                forward.module.zero_grad(set_to_none=True)
+        return run
+
+    def infer_job(forward, x):
+        def run():
+            with torch.inference_mode(), autocast():
+                for _ in range(args.iters):
+                    forward(x)
+        return run
+
+    def first_calls(jobs):
+        """Warm-up, and the compile time of the compiled rows (printed, not timed)."""
+        for name, job in jobs.items():
+            start = time.perf_counter()
+            job()
+            sync(device)
+            if name.endswith(' compiled'):
+                print(f'  {name}: first call (compilation) {time.perf_counter() - start:.0f}s')
+
+    results: Dict[str, Dict[str, float]] = {name: {} for name in rows}
+    scaler_needed = amp_dtype == torch.float16
+
+    def measure(jobs, title: str, column: str, figure: Callable[[float], float]) -> None:
+        """Warm up, time ``jobs`` in interleaved rounds, store ``figure(median seconds)``."""
+        print(f'{title}:')
+        first_calls(jobs)
+        secs = interleaved(jobs, args.rounds, device, warmup=0, label=title,
+                           verbose=args.verbose)
+        for name, seconds in secs.items():
+            results[name][column] = figure(seconds)
+
+    # training and inference throughput at 224
+    models = {name: build_for_suite(name, (224, 224), device) for name in rows}
+    x = torch.randn(train_batch, 3, 224, 224, device=device)
+    jobs = {}
+    for name, forward in models.items():
+        forward.module.train()
+        optimizer = torch.optim.AdamW(forward.module.parameters(), lr=1e-4,
+                                      fused=device == 'cuda')
+        scaler = torch.amp.GradScaler(device) if scaler_needed else None
+        jobs[name] = train_job(forward, x, optimizer, scaler)
+    measure(jobs, f'training at 224, batch {train_batch}', 'train img/s @224',
+            lambda seconds: train_batch * args.iters / seconds)
+    x = torch.randn(infer_batch, 3, 224, 224, device=device)
+    jobs = {}
+    for name, forward in models.items():
+        forward.module.eval()
+        jobs[name] = infer_job(forward, x)
+    measure(jobs, f'inference at 224, batch {infer_batch}', 'infer img/s @224',
+            lambda seconds: infer_batch * args.iters / seconds)
+    del models, jobs, x
+
+    # forward + backward at detection size, with the pyramid
+    label = f'{det_size[0]}x{det_size[1]}'
+    models = {name: build_for_suite(name, det_size, device) for name in rows}
+    x = torch.randn(det_batch, 3, *det_size, device=device)
+    jobs = {}
+    for name, forward in models.items():
+        forward.module.train()
+        scaler = torch.amp.GradScaler(device) if scaler_needed else None
+        jobs[name] = train_job(forward, x, scaler=scaler)
+    measure(jobs, f'forward+backward at {label}, batch {det_batch}', f'fwd+bwd s @{label}',
+            lambda seconds: seconds / args.iters)
+    if device == 'cuda':
+        # the step's peak above what is held before it (every model's weights): activations
+        # and gradients
+        for name, job in jobs.items():
+            torch.cuda.synchronize()
+            held = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            job()
+            torch.cuda.synchronize()
+            results[name][f'peak GB @{label}'] = (torch.cuda.max_memory_allocated() - held) / 1e9
+
+    columns = list(results[rows[0]])
+    print(f'\n{gpu}, amp {args.amp or "off"}\n')
+    print_table(results, columns, '.3g')
+    references = [r for r in ('timm DeiT-S', 'timm TNT-S compiled', 'timm TNT-S') if r in rows]
+    for mine in (r for r in rows if r.startswith(OURS)):
+        for other in references:
+            print(f'{mine} / {other}: ' + ', '.join(
+                f'{c} {results[mine][c] / results[other][c]:.2f}x' for c in columns))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(device=gpu, amp=args.amp, results=results), f, indent=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--rounds', type=int, default=5,
@@ -228,6 +426,24 @@ def main() -> None:
                         'without with_cp (separate processes)')
     parser.add_argument('--only-detector', action='store_true',
                         help='run only the Faster R-CNN training-step measurement')
+    parser.add_argument('--suite', choices=('cpu', 'training'),
+                        help='cpu: the CPU table (inference at 224 batch 8, 800x1216 batch 1, '
+                        'peaks per process); training: what GPU users run (training and '
+                        'inference throughput at 224, forward+backward with the pyramid at '
+                        '800x1344). Defaults to training on cuda, cpu on the CPU')
+    parser.add_argument('--amp', choices=('bf16', 'fp16'),
+                        help='training suite: autocast dtype (fp16 with a GradScaler)')
+    parser.add_argument('--backends', nargs='+', choices=('reference', 'cpu', 'triton', 'auto'),
+                        help='training suite: tnt_mm inner-transformer backends, one row each '
+                        '(default: reference triton on cuda, reference cpu on the CPU)')
+    parser.add_argument('--iters', type=int, default=5,
+                        help='training suite: steps per timed job. Defaults to 5')
+    parser.add_argument('--train-batch', type=int, help=f'default {TRAIN_BATCH}')
+    parser.add_argument('--infer-batch', type=int, help=f'default {INFER_BATCH}')
+    parser.add_argument('--det-size', type=int, nargs=2, metavar=('H', 'W'),
+                        help=f'default {DET_SIZE[0]} {DET_SIZE[1]}')
+    parser.add_argument('--det-batch', type=int, help=f'default {DET_BATCH}')
+    parser.add_argument('--json', help='training suite: also write the results here')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     parser.add_argument('--detector-child', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -239,6 +455,11 @@ def main() -> None:
         return
     if args.only_detector:
         detector_table(args.device)
+        return
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: torch sees no CUDA GPU')
+    if (args.suite or ('training' if args.device == 'cuda' else 'cpu')) == 'training':
+        suite_main(args)
         return
     device = args.device
     print(f'device: {device}, threads: {torch.get_num_threads()}, torch {torch.__version__}, '
@@ -300,12 +521,7 @@ def main() -> None:
 
     columns = [c for c in results[OURS]]
     print()
-    print('| model | ' + ' | '.join(columns) + ' |')
-    print('|---' * (len(columns) + 1) + '|')
-    for name, row in results.items():
-        print(f'| {name} | ' + ' | '.join(f'{row[c]:.2f}' if c in row else '-'
-                                          for c in columns) + ' |')
-    print()
+    print_table(results, columns, '.2f')
     for mine in (OURS, REFERENCE, WITH_CP, COMPILED):
         if mine not in results:
             continue

@@ -1,0 +1,228 @@
+"""The Triton backend without a GPU.
+
+- Its kernels run in Triton's interpreter (``TRITON_INTERPRET=1``) on CPU tensors and give the
+  reference's outputs and gradients: float32 to 1e-4, float16 and bfloat16 (autocast and
+  half-precision weights) as accurately as the reference computed in that precision.
+- They compile ahead of time for sm_80 and sm_90, in every dtype, within the GPUs' shared
+  memory: what the GPU compiler enforces and the interpreter does not (dot sizes >= 16, block
+  shapes, layouts).
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import load_tool
+
+from tnt_mm.models.backbones.tnt import TNT, TNTBlock
+from tnt_mm.ops import BackendUnavailableError, inner_backend, inner_transformer, reference, select
+from tnt_mm.ops import triton_kernels
+from tnt_mm.utils.cli import UsageError
+
+# (word width, heads): TNT-Ti, TNT-S, TNT-B
+WIDTHS = {'ti': (12, 2), 's': (24, 4), 'b': (40, 4)}
+
+
+@pytest.fixture
+def interpreter():
+    """The triton backend forced, its kernels in Triton's interpreter (tests/conftest.py sets
+    TRITON_INTERPRET=1 before anything imports Triton, as the interpreter needs)."""
+    assert triton_kernels.interpreting()
+    with inner_backend('triton'):
+        yield
+
+
+def random_block(width, heads, **kwargs) -> TNTBlock:
+    block = TNTBlock(width, 16 * width, 16, heads, 4, **kwargs)
+    for p in block.parameters():  # away from the init's zeros and ones: every term counts
+        p.data.normal_(0, 0.3)
+    return block
+
+
+def run(params, words, grad_out, training=False):
+    inputs = [words] + [t for t in params if isinstance(t, torch.Tensor)]
+    out = inner_transformer(words, params, training)
+    return out.detach(), torch.autograd.grad(out, inputs, grad_out)
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| over max |b|, in float64."""
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+
+@pytest.mark.parametrize('arch', WIDTHS)
+@pytest.mark.parametrize('patches', [1, 13])  # less than a tile; several tiles, the last partial
+def test_float32_equals_reference(arch, patches, interpreter):
+    """Outputs and the gradients of the words and of every weight, to 1e-4."""
+    torch.manual_seed(patches)
+    params = random_block(*WIDTHS[arch]).inner_params()
+    words = torch.randn(patches, 16, WIDTHS[arch][0], requires_grad=True)
+    grad_out = torch.randn(patches, 16, WIDTHS[arch][0])
+    assert select(words, params, training=True) == 'triton'
+    out, grads = run(params, words, grad_out)
+    with inner_backend('reference'):
+        ref, ref_grads = run(params, words, grad_out)
+    assert relative_error(out, ref) < 1e-5
+    names = ['words'] + list(params._fields)
+    for name, got, want in zip(names, grads, ref_grads):
+        assert got.dtype == want.dtype and relative_error(got, want) < 1e-4, name
+
+
+def test_stochastic_depth_equals_reference(interpreter):
+    """Training with drop path: the same patches dropped (the same draws from the same seed)
+    and the same gradients."""
+    params = random_block(24, 4, drop_path=0.4).inner_params()
+    words = torch.randn(37, 16, 24, requires_grad=True)
+    grad_out = torch.randn(37, 16, 24)
+    torch.manual_seed(3)
+    out, grads = run(params, words, grad_out, training=True)
+    with inner_backend('reference'):
+        torch.manual_seed(3)
+        ref, ref_grads = run(params, words, grad_out, training=True)
+        torch.manual_seed(3)
+        plain = inner_transformer(words, params, training=False)
+    assert not torch.allclose(ref, plain)  # some patches were dropped
+    assert relative_error(out, ref) < 1e-5
+    for got, want in zip(grads, ref_grads):
+        assert relative_error(got, want) < 1e-4
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('mode', ['autocast', 'half_weights'])
+def test_half_precision_is_as_accurate_as_the_reference(dtype, mode, interpreter):
+    """In half precision the kernels' error against the float32 result is at most twice the
+    reference's own error in the same precision (autocast: float32 words and weights, dtype
+    products; half_weights: a model in dtype), for the output and every gradient; outputs and
+    gradients keep the dtypes the reference gives."""
+    torch.manual_seed(0)
+    block = random_block(24, 4)
+    words = torch.randn(13, 16, 24)
+    grad_out = torch.randn(13, 16, 24)
+    exact = run(block.inner_params(), words.clone().requires_grad_(), grad_out)
+    if mode == 'half_weights':
+        block, words, grad_out = block.to(dtype), words.to(dtype), grad_out.to(dtype)
+    params, words = block.inner_params(), words.requires_grad_()
+    with torch.autocast('cpu', dtype=dtype, enabled=mode == 'autocast'):
+        got = run(params, words, grad_out)
+        with inner_backend('reference'):
+            ref = run(params, words, grad_out)
+    for (g, r, e) in zip([got[0], *got[1]], [ref[0], *ref[1]], [exact[0], *exact[1]]):
+        assert g.dtype == r.dtype and torch.isfinite(g).all()
+        assert relative_error(g, e) <= 2 * relative_error(r, e) + 1e-3
+
+
+def test_whole_model_trains_as_with_the_reference(interpreter):
+    """TNT-Ti with stochastic depth: a training step's features and every parameter's gradient
+    with the triton backend (interpreted) equal the reference backend's."""
+    torch.manual_seed(0)
+    model = TNT('ti', out_type='featmap', out_indices=(1, 3), pretrain_img_size=64,
+                drop_path_rate=0.1).train()
+    x = torch.randn(2, 3, 64, 80)
+    results = {}
+    for backend in ('triton', 'reference'):
+        model.zero_grad()
+        torch.manual_seed(1)
+        with inner_backend(backend):
+            feats = model(x)
+        sum((f ** 2).mean() for f in feats).backward()
+        results[backend] = ([f.detach() for f in feats],
+                            {n: p.grad.clone() for n, p in model.named_parameters()})
+    for a, b in zip(results['triton'][0], results['reference'][0]):
+        assert relative_error(a, b) < 1e-4
+    for name, grad in results['reference'][1].items():
+        assert relative_error(results['triton'][1][name], grad) < 1e-3, name
+
+
+def test_contract_names_what_it_cannot_run(monkeypatch):
+    words = torch.randn(4, 16, 24)
+    plain = TNTBlock(24, 384, 16, 4, 6).inner_params()
+    unsupported = triton_kernels.inner_unsupported
+    with monkeypatch.context() as patch:
+        patch.setattr(triton_kernels, 'interpreting', lambda: False)
+        assert 'the input is on cpu; the Triton kernels run on CUDA tensors' in unsupported(
+            words, plain, training=False)
+    assert unsupported(words, plain, training=True) is None
+    assert 'torch.float64' in unsupported(words.double(), plain, training=False)
+    assert '(N, 16, C)' in unsupported(torch.randn(4, 9, 24), plain, training=False)
+    assert 'word width 80' in unsupported(torch.randn(4, 16, 80), TNTBlock(80, 1280, 16, 4, 8)
+                                          .inner_params(), training=False)
+    assert 'head width 24' in unsupported(words, TNTBlock(24, 384, 16, 1, 6).inner_params(),
+                                          training=False)
+    assert 'bias' in unsupported(words, TNTBlock(24, 384, 16, 4, 6, qkv_bias=True)
+                                 .inner_params(), training=False)
+    dropout = TNTBlock(24, 384, 16, 4, 6, drop=0.1).inner_params()
+    assert 'dropout in training' in unsupported(words, dropout, training=True)
+    assert unsupported(words, dropout, training=False) is None  # dropout is off in eval
+    # stochastic depth is computed by the kernels
+    assert unsupported(words, TNTBlock(24, 384, 16, 4, 6, drop_path=0.1).inner_params(),
+                       training=True) is None
+
+
+def test_auto_never_picks_triton_and_forced_triton_says_why(monkeypatch):
+    """Until the kernels have run on a GPU, auto keeps to the cpu/reference backends (even
+    where the interpreter could run them); a forced triton that cannot run raises."""
+    words = torch.randn(4, 16, 24)
+    params = TNTBlock(24, 384, 16, 4, 6).inner_params()
+    assert select(words, params, training=False) == 'cpu_fused'
+    monkeypatch.setenv('TNT_MM_INNER_BACKEND', 'triton')
+    assert select(words, params, training=False) == 'triton'
+    monkeypatch.setattr(triton_kernels, 'interpreting', lambda: False)
+    with pytest.raises(BackendUnavailableError, match=r'"triton" was requested but cannot run '
+                                                      r'this input .*on cpu.*TRITON_INTERPRET=1'):
+        inner_transformer(words, params)
+
+
+def test_double_backward_raises(interpreter):
+    params = random_block(24, 4).inner_params()
+    words = torch.randn(3, 16, 24, requires_grad=True)
+    (grad,) = torch.autograd.grad(inner_transformer(words, params).sum(), words,
+                                  create_graph=True)
+    with pytest.raises(RuntimeError, match='does not require grad|once_differentiable'):
+        grad.sum().backward()
+
+
+# ------------------------------------------------------------------ ahead-of-time compilation
+@pytest.mark.slow
+def test_every_kernel_compiles_for_a100_and_h100():
+    """tools/analysis/compile_triton_kernels.py compiles both kernels of Ti/S/B, in float32,
+    float16 and bfloat16, with and without stochastic depth, for sm_80 and sm_90, within each
+    GPU's shared memory (in a process without the interpreter, which compiles nothing)."""
+    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
+    result = subprocess.run([sys.executable, 'tools/analysis/compile_triton_kernels.py'],
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()
+            if line.startswith('inner_transformer_')]
+    compiled = {(r[0], r[1], r[2], r[3], r[4]) for r in rows}
+    assert len(compiled) == 2 * 3 * 3 * 2 * 2  # kernels x widths x dtypes x drop path x targets
+    assert {r[4] for r in rows} == {'sm_80', 'sm_90'}
+    assert all(0 < float(r[5]) <= {'sm_80': 163, 'sm_90': 227}[r[4]] for r in rows)
+
+
+def test_compile_tool_refuses_the_interpreter():
+    assert os.environ['TRITON_INTERPRET'] == '1'  # tests/conftest.py
+    with pytest.raises(UsageError, match='TRITON_INTERPRET=1 runs kernels in the interpreter'):
+        load_tool('tools/analysis/compile_triton_kernels.py').main([])
+    with pytest.raises(UsageError, match='--capability 75 is not one of'):
+        load_tool('tools/analysis/compile_triton_kernels.py').main(['--capability', '75'])
+
+
+# ------------------------------------------------------------------ on a GPU
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason='needs a CUDA GPU (the interpreter tests above check the kernels '
+                           'without one)')
+def test_kernels_on_a_gpu_equal_the_reference():
+    """tools/analysis/check_triton_gpu.py: outputs, gradients, stochastic depth and training
+    steps on the GPU (in a process without the interpreter)."""
+    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
+    result = subprocess.run([sys.executable, 'tools/analysis/check_triton_gpu.py'], env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_gpu_check_tool_without_a_gpu_says_so(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(UsageError, match='no CUDA GPU'):
+        load_tool('tools/analysis/check_triton_gpu.py').main([])

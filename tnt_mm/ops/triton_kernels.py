@@ -1,0 +1,338 @@
+"""The fused inner transformer for GPUs, in Triton (kernels in :mod:`.triton_inner`).
+
+Experimental: its outputs and gradients equal the reference's under Triton's interpreter
+(``TRITON_INTERPRET=1``, CPU tensors) and the kernels compile for sm_80 and sm_90
+(``tools/analysis/compile_triton_kernels.py``), both tested without a GPU; it has not yet run
+on a GPU, so ``auto`` never picks it. Ask for it with
+``TNT_MM_INNER_BACKEND=triton`` or ``tnt_mm.ops.inner_backend('triton')``.
+
+What it computes: :func:`tnt_mm.ops.reference.inner_transformer`, with stochastic depth, without
+dropout, for float32, float16 and bfloat16 words, under autocast too (the products then take
+the autocast dtype, everything else stays float32). The backward pass keeps only the words and
+recomputes the activations, as the CPU kernel does.
+"""
+from typing import List, NamedTuple, Optional, Tuple
+
+import torch
+
+from .params import InnerTransformerParams
+
+WORDS = 16
+HEAD_BLOCK = 16  # the head width is padded to this (tl.dot needs every dimension >= 16)
+HIDDEN_BLOCK = 32  # MLP hidden units per chunk
+MAX_WIDTH = 64  # widest word row one program holds (TNT-B's 40 pads to 64)
+# Patches per program and warps. Chosen from ptxas's report for sm_80, not yet tuned on a GPU:
+# the forward fits its registers without spilling at 8 patches (4 warps up to 32 channels,
+# 8 warps for TNT-B's 64); the backward holds about eight (16 P, CP) float32 tiles and still
+# spills a few hundred bytes at 4 patches (about 1 KB for TNT-B and in float32), and TNT-B's
+# float32 backward needs 2 patches to fit an A100's 163 KB of shared memory (176 KB at 4).
+FORWARD_PATCHES = 8
+BACKWARD_PATCHES, BACKWARD_WARPS = 4, 4
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+_import_error: Optional[str] = None
+
+
+def interpreting() -> bool:
+    """Whether the kernels run in Triton's interpreter: as they were defined if they have been,
+    else as ``TRITON_INTERPRET`` says."""
+    import sys
+    import triton
+    module = sys.modules.get(f'{__package__}.triton_inner')
+    if module is not None:
+        return type(module.inner_transformer_fwd).__name__ == 'InterpretedFunction'
+    return bool(triton.knobs.runtime.interpret)
+
+
+def kernels():
+    """The kernel module, imported on first use (tnt_mm imports Triton only for this backend).
+
+    Triton decides between compiling and interpreting when a kernel is defined, and defines
+    its own library functions (``tl.sum``, ...) when it is first imported: for the
+    interpreter, ``TRITON_INTERPRET=1`` must be set before anything imports Triton.
+    """
+    from . import triton_inner
+    if interpreting():
+        _fix_interpreter_bf16()
+    return triton_inner
+
+
+def _fix_interpreter_bf16() -> None:
+    """Make Triton's interpreter compute bfloat16 as a GPU does, where a probe shows it does
+    not (Triton 3.8 and before). It keeps bfloat16 as uint16 bit patterns, and
+
+    - its ``tl.dot`` multiplies those patterns as integers: bfloat16 operands are widened to
+      float32 first (a GPU's bfloat16 MMA: exact products, float32 sums);
+    - its float32 -> bfloat16 cast truncates, where the GPU rounds to nearest even (twice the
+      error): the cast goes through torch's, which rounds.
+
+    Only the interpreter, a testing tool, is touched."""
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import interpreter
+    builder, handle = interpreter.InterpreterBuilder, interpreter.TensorHandle
+    if getattr(builder, '_tnt_mm_bf16', False):
+        return
+    builder._tnt_mm_bf16 = True
+
+    def to_float32(h):
+        data = torch.from_numpy(np.ascontiguousarray(h.data).view(np.int16))
+        return handle(data.view(torch.bfloat16).float().numpy(), tl.float32)
+
+    def to_bfloat16(h):
+        data = torch.from_numpy(np.ascontiguousarray(h.data, dtype=np.float32))
+        return handle(data.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16),
+                      tl.bfloat16)
+
+    one = handle(np.full((16, 16), 0x3F80, dtype=np.uint16), tl.bfloat16)
+    zero = handle(np.zeros((16, 16), dtype=np.float32), tl.float32)
+    if not np.allclose(builder.create_dot(None, one, one, zero, None, None).data, 16.):
+        create_dot = builder.create_dot
+
+        def create_dot_bf16(self, a, b, d, input_precision, max_num_imprecise_acc):
+            a, b = (to_float32(x) if x.dtype.scalar == tl.bfloat16 else x for x in (a, b))
+            return create_dot(self, a, b, d, input_precision, max_num_imprecise_acc)
+
+        builder.create_dot = create_dot_bf16
+
+    above_half_way = handle(np.array([1 + 3 * 2 ** -9], dtype=np.float32), tl.float32)
+    if builder.cast_impl(None, above_half_way, tl.bfloat16).data[0] != 0x3F81:
+        cast_impl = builder.cast_impl
+
+        def cast_impl_bf16(self, src, dst_type):
+            if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
+                return to_bfloat16(src)
+            return cast_impl(self, src, dst_type)
+
+        builder.cast_impl = cast_impl_bf16  # create_fp_trunc calls it
+
+
+def _triton_missing() -> Optional[str]:
+    global _import_error
+    if _import_error is None:
+        try:
+            import triton  # noqa: F401
+            _import_error = ''
+        except Exception as error:  # not installed, or a broken install
+            _import_error = f'{type(error).__name__}: {error}'
+    return _import_error or None
+
+
+def _compiling() -> bool:
+    return any(getattr(torch.compiler, name, lambda: False)()
+               for name in ('is_compiling', 'is_exporting'))
+
+
+def inner_unsupported(words: torch.Tensor, params: InnerTransformerParams,
+                      training: bool) -> Optional[str]:
+    """Why :func:`inner_transformer` cannot run this inner transformer; None if it can."""
+    missing = _triton_missing()
+    if missing:
+        return f'Triton cannot be imported ({missing})'
+    if words.device.type != 'cuda' and not interpreting():
+        return (f'the input is on {words.device}; the Triton kernels run on CUDA tensors (on '
+                f'CPU tensors only in Triton\'s interpreter, TRITON_INTERPRET=1)')
+    if words.dtype not in DTYPES:
+        return f'the input is {words.dtype}, the kernels take one of {DTYPES}'
+    if words.dim() != 3 or words.shape[1] != WORDS:
+        return f'the input has shape {tuple(words.shape)}, the kernels take (N, {WORDS}, C)'
+    width = words.shape[-1]
+    if width > MAX_WIDTH:
+        return f'word width {width} is wider than the kernels\' {MAX_WIDTH}'
+    if params.head_dim > HEAD_BLOCK:
+        return f'head width {params.head_dim} is wider than the kernels\' {HEAD_BLOCK}'
+    if params.qk_bias is not None or params.v_bias is not None:
+        return 'the qkv Linears have a bias (the kernels have none)'
+    if training and (params.attn_drop or params.drop):
+        return 'dropout in training (the kernels have stochastic depth but no dropout)'
+    if words.numel() >= 2 ** 31:
+        return f'the input has {words.numel()} elements; the kernels index with 32 bits'
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return 'TorchScript tracing/scripting records the reference ops only'
+    if _compiling():
+        return 'torch.compile / torch.export graphs keep the reference ops'
+    return None
+
+
+def _compute_dtype(words: torch.Tensor) -> torch.dtype:
+    """The products' input dtype: autocast's where it is on, else the words'."""
+    device = words.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return words.dtype
+
+
+def _next_power_of_2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+def launch_config(width: int, params: InnerTransformerParams, dtype: torch.dtype) -> dict:
+    """The compile-time arguments of both kernels (the AOT compile test uses them too)."""
+    import triton.language as tl
+    tl_dtype = {torch.float32: tl.float32, torch.float16: tl.float16,
+                torch.bfloat16: tl.bfloat16}[dtype]
+    # float32 products on tensor cores: TF32 where torch allows it for matmuls (as cuBLAS then
+    # computes the reference), else three TF32 products that together keep float32 accuracy
+    # ('ieee' would unroll every product into scalar FMAs: megabytes of code, minutes of ptxas)
+    precision = 'tf32' if torch.backends.cuda.matmul.allow_tf32 else 'tf32x3'
+    return dict(C=width, CP=max(16, _next_power_of_2(width)), HEADS=params.num_heads,
+                HD=params.head_dim, D=HEAD_BLOCK, HID=params.fc1_weight.shape[0],
+                BH=HIDDEN_BLOCK, DT=tl_dtype, PREC=precision)
+
+
+def _weights(p: InnerTransformerParams) -> List[torch.Tensor]:
+    """The weights in the kernels' argument order."""
+    return [w.contiguous() for w in (
+        p.norm1_weight, p.norm1_bias, p.qk_weight, p.v_weight, p.proj_weight, p.proj_bias,
+        p.norm2_weight, p.norm2_bias, p.fc1_weight, p.fc1_bias, p.fc2_weight, p.fc2_bias)]
+
+
+def _backward_programs(words: torch.Tensor, tiles: int) -> int:
+    """Programs of the backward kernel: each owns one slot of weight gradients, so enough to
+    fill the GPU a few times over, no more."""
+    if words.device.type == 'cuda':
+        return min(tiles, 4 * torch.cuda.get_device_properties(words.device).multi_processor_count)
+    return min(tiles, 2)  # the interpreter: two, so that a program loops over several tiles
+
+
+class Launch(NamedTuple):
+    """One kernel launch, as :func:`_launch` runs it and :func:`compile_for_gpu` compiles it."""
+    kernel: str
+    grid: Tuple[int]
+    args: list  # positional, in the kernel's order
+    meta: dict  # the compile-time arguments
+    num_warps: int
+    # Software pipelining would double-buffer every weight tile the tile loop reloads (about
+    # 200 KB of shared memory in the backward, more than an A100 has) for a loop whose body
+    # is long enough to hide its own loads.
+    num_stages: int = 1
+
+
+def forward_launch(words, weights, keep, eps, config) -> Tuple[Launch, torch.Tensor]:
+    """The forward kernel's launch, and the tensor it writes the output to."""
+    out = torch.empty_like(words)
+    rows = words.shape[0] * WORDS
+    keep_attn, keep_mlp = keep if keep is not None else (words, words)  # unread without
+    return Launch(
+        'inner_transformer_fwd', (_cdiv(rows, FORWARD_PATCHES * WORDS),),
+        [words, out, *weights, keep_attn, keep_mlp, rows, eps, config['HD'] ** -0.5],
+        dict(config, P=FORWARD_PATCHES, HAS_DROP_PATH=keep is not None),
+        4 if config['CP'] <= 32 else 8), out
+
+
+def backward_launch(words, grad_out, weights, keep, eps,
+                    config) -> Tuple[Launch, torch.Tensor, List[torch.Tensor]]:
+    """The backward kernel's launch, the tensor it writes the words' gradient to, and its
+    weight-gradient slots (programs x weight, float32)."""
+    grad_words = torch.empty_like(words)
+    rows = words.shape[0] * WORDS
+    wide_float32 = config['CP'] > 32 and config['DT'].primitive_bitwidth == 32
+    patches = BACKWARD_PATCHES // 2 if wide_float32 else BACKWARD_PATCHES
+    tiles = _cdiv(rows, patches * WORDS)
+    programs = _backward_programs(words, tiles)
+    slots = [torch.zeros((programs, *w.shape), dtype=torch.float32, device=words.device)
+             for w in weights]
+    keep_attn, keep_mlp = keep if keep is not None else (words, words)
+    return Launch(
+        'inner_transformer_bwd', (programs,),
+        [words, grad_out, grad_words, *weights, keep_attn, keep_mlp, *slots, rows, tiles, eps,
+         config['HD'] ** -0.5],
+        dict(config, P=patches, HAS_DROP_PATH=keep is not None),
+        BACKWARD_WARPS), grad_words, slots
+
+
+def _launch(launch: Launch) -> None:
+    kernel = getattr(kernels(), launch.kernel)
+    kernel[launch.grid](*launch.args, **launch.meta, num_warps=launch.num_warps,
+                        num_stages=launch.num_stages)
+
+
+def compile_for_gpu(launch: Launch, capability: int):
+    """Compile ``launch``'s kernel ahead of time for a CUDA GPU of compute ``capability``
+    (80: A100, 90: H100/H200), without one: what the GPU compiler checks and the interpreter
+    does not (block shapes, dot sizes, shared memory) is checked here. Returns Triton's
+    ``CompiledKernel`` (``.asm['cubin']``, ``.metadata``)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    if interpreting():
+        raise RuntimeError('compiling for a GPU needs Triton without its interpreter: unset '
+                           'TRITON_INTERPRET (before Triton is imported)')
+    kernel = getattr(kernels(), launch.kernel)
+
+    def type_of(value) -> str:
+        if isinstance(value, torch.Tensor):
+            return '*' + {torch.float32: 'fp32', torch.float16: 'fp16',
+                          torch.bfloat16: 'bf16'}[value.dtype]
+        return 'fp32' if isinstance(value, float) else 'i32'
+
+    signature = {name: type_of(value) for name, value in zip(kernel.arg_names, launch.args)}
+    signature.update({name: 'constexpr' for name in launch.meta})
+    source = ASTSource(fn=kernel, signature=signature, constexprs=launch.meta)
+    return triton.compile(source, target=GPUTarget('cuda', capability, 32),
+                          options={'num_warps': launch.num_warps,
+                                   'num_stages': launch.num_stages})
+
+
+def _forward(words, weights, keep, eps, config) -> torch.Tensor:
+    launch, out = forward_launch(words.contiguous(), weights, keep, eps, config)
+    _launch(launch)
+    return out
+
+
+def _backward(words, grad_out, weights, keep, eps, config) -> Tuple[torch.Tensor, ...]:
+    launch, grad_words, slots = backward_launch(words.contiguous(), grad_out.contiguous(),
+                                                weights, keep, eps, config)
+    _launch(launch)
+    return (grad_words, *(s.sum(0).to(w.dtype) for s, w in zip(slots, weights)))
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class _InnerTransformer(torch.autograd.Function):
+    """The fused kernels as an autograd op: only the words, the weights and the stochastic
+    depth draws are kept for the backward pass, which recomputes the activations."""
+
+    @staticmethod
+    def forward(ctx, words, keep_attn, keep_mlp, eps, config, *weights):
+        keep = None if keep_attn is None else (keep_attn, keep_mlp)
+        ctx.save_for_backward(words, keep_attn, keep_mlp, *weights)
+        ctx.eps, ctx.config = eps, config
+        return _forward(words, weights, keep, eps, config)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        words, keep_attn, keep_mlp, *weights = ctx.saved_tensors
+        keep = None if keep_attn is None else (keep_attn, keep_mlp)
+        grad_words, *grad_weights = _backward(words, grad_out, weights, keep, ctx.eps,
+                                              ctx.config)
+        return (grad_words, None, None, None, None, *grad_weights)
+
+
+def _stochastic_depth_scales(words: torch.Tensor, p: float) -> torch.Tensor:
+    """Per-patch scales of one residual branch, drawn as torchvision's ``stochastic_depth``
+    (mode 'row') draws them, so that a seeded run keeps or drops the same patches."""
+    survival = 1. - p
+    noise = torch.empty(words.shape[0], dtype=torch.float32, device=words.device)
+    noise.bernoulli_(survival)
+    return noise.div_(survival) if survival > 0 else noise
+
+
+def inner_transformer(words: torch.Tensor, params: InnerTransformerParams,
+                      training: bool = False) -> torch.Tensor:
+    """The kernels of :func:`tnt_mm.ops.reference.inner_transformer` (no dropout; stochastic
+    depth in ``training``) on ``words`` (N, 16, c). Differentiable with respect to the words
+    and every weight."""
+    weights = _weights(params)
+    config = launch_config(words.shape[-1], params, _compute_dtype(words))
+    keep_attn = keep_mlp = None
+    if training and params.drop_path:
+        keep_attn = _stochastic_depth_scales(words, params.drop_path)
+        keep_mlp = _stochastic_depth_scales(words, params.drop_path)
+    if torch.is_grad_enabled() and (words.requires_grad or any(w.requires_grad for w in weights)):
+        return _InnerTransformer.apply(words, keep_attn, keep_mlp, params.eps, config, *weights)
+    keep = None if keep_attn is None else (keep_attn, keep_mlp)
+    return _forward(words, weights, keep, params.eps, config)

@@ -1,0 +1,159 @@
+"""Check the Triton inner-transformer backend against the reference on a CUDA GPU.
+
+The interpreter tests (tests/test_ops/test_triton_backend.py) check the kernels' arithmetic on
+the CPU; this runs them where they are meant to run:
+
+1. outputs and the gradients of the words and every weight, for TNT-Ti/S/B widths, in float32
+   (to 1e-4), float16 and bfloat16 (autocast; at most twice the reference's own error in that
+   precision, plus 1e-3), at 13 patches and at 67,200 (batch 16 at 800x1333);
+2. training with stochastic depth: the same draws and gradients;
+3. a few AdamW steps of TNT-S with each backend, from the same weights: the losses agree;
+4. the inner transformer's time, forward and forward+backward, at 67,200 patches.
+
+Prints one line per check and exits 1 if any fails. Run it without TRITON_INTERPRET.
+
+    python tools/analysis/check_triton_gpu.py
+"""
+import argparse
+import sys
+import time
+
+import torch
+
+from tnt_mm.utils.cli import UsageError, add_debug_arg, run_cli
+
+WIDTHS = {'ti': (12, 2), 's': (24, 4), 'b': (40, 4)}
+DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+
+def relative_error(a, b) -> float:
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--large', type=int, default=67200,
+                        help='patches of the large case and of the timing. Defaults to 67200')
+    parser.add_argument('--steps', type=int, default=5, help='training steps. Defaults to 5')
+    add_debug_arg(parser)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise UsageError('no CUDA GPU: this checks the Triton kernels on one (the interpreter '
+                         'tests check them without)')
+
+    from tnt_mm.models import TNT
+    from tnt_mm.models.backbones.tnt import TNTBlock
+    from tnt_mm.ops import inner_backend, inner_transformer, triton_kernels
+    if triton_kernels.interpreting():
+        raise UsageError('TRITON_INTERPRET=1 would run the kernels in the interpreter; unset it')
+
+    failures = []
+
+    def report(name: str, ok: bool, detail: str) -> None:
+        print(f'{"ok  " if ok else "FAIL"} {name}: {detail}', flush=True)
+        if not ok:
+            failures.append(name)
+
+    def run(params, words, grad_out, training=False):
+        inputs = [words] + [t for t in params if isinstance(t, torch.Tensor)]
+        out = inner_transformer(words, params, training)
+        return [out.detach(), *torch.autograd.grad(out, inputs, grad_out)]
+
+    print(f'{torch.cuda.get_device_name()}, torch {torch.__version__}')
+    # 1. outputs and gradients
+    for arch, (width, heads) in WIDTHS.items():
+        for patches in (13, args.large):
+            torch.manual_seed(patches)
+            block = TNTBlock(width, 16 * width, 16, heads, 4).cuda()
+            for p in block.parameters():
+                p.data.normal_(0, 0.3)
+            params = block.inner_params()
+            words = torch.randn(patches, 16, width, device='cuda', requires_grad=True)
+            grad_out = torch.randn(patches, 16, width, device='cuda')
+            with inner_backend('reference'):
+                exact = run(params, words, grad_out)
+            for dtype_name, dtype in DTYPES.items():
+                amp = dict(device_type='cuda', dtype=dtype, enabled=dtype != torch.float32)
+                with torch.autocast(**amp):
+                    with inner_backend('triton'):
+                        got = run(params, words, grad_out)
+                    with inner_backend('reference'):
+                        ref = run(params, words, grad_out)
+                errors = [relative_error(g, e) for g, e in zip(got, exact)]
+                if dtype == torch.float32:
+                    ok, bound = max(errors) < 1e-4, '1e-4'
+                else:
+                    ref_errors = [relative_error(r, e) for r, e in zip(ref, exact)]
+                    ok = all(e <= 2 * r + 1e-3 for e, r in zip(errors, ref_errors))
+                    bound = f'2 x reference {max(ref_errors):.1e} + 1e-3'
+                report(f'{arch} {dtype_name} {patches} patches', ok,
+                       f'largest relative error {max(errors):.1e} (output {errors[0]:.1e}); '
+                       f'bound {bound}')
+
+    # 2. stochastic depth
+    block = TNTBlock(24, 384, 16, 4, 6, drop_path=0.4).cuda()
+    params = block.inner_params()
+    words = torch.randn(999, 16, 24, device='cuda', requires_grad=True)
+    grad_out = torch.randn_like(words)
+    results = {}
+    for backend in ('triton', 'reference'):
+        torch.manual_seed(3)
+        with inner_backend(backend):
+            results[backend] = run(params, words, grad_out, training=True)
+    errors = [relative_error(a, b) for a, b in zip(results['triton'], results['reference'])]
+    report('stochastic depth (the same draws)', max(errors) < 1e-4,
+           f'largest relative error {max(errors):.1e}')
+
+    # 3. training steps
+    losses = {}
+    for backend in ('triton', 'reference'):
+        torch.manual_seed(0)
+        model = TNT('small', out_type='cls_token', drop_path_rate=0.1).cuda().train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        x = torch.randn(8, 3, 224, 224, device='cuda')
+        losses[backend] = []
+        for _ in range(args.steps):
+            with inner_backend(backend), torch.autocast('cuda', dtype=torch.bfloat16):
+                loss = model(x)[-1].float().square().mean()
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses[backend].append(loss.item())
+    diff = max(abs(a - b) / abs(b) for a, b in zip(losses['triton'], losses['reference']))
+    report(f'{args.steps} AdamW steps of TNT-S, bf16 autocast', diff < 2e-2,
+           f'losses {[round(v, 4) for v in losses["triton"]]} vs '
+           f'{[round(v, 4) for v in losses["reference"]]}; largest relative difference '
+           f'{diff:.1e}')
+
+    # 4. time of the inner transformer alone
+    block = TNTBlock(24, 384, 16, 4, 6).cuda()
+    params = block.inner_params()
+    for dtype_name in ('fp32', 'bf16'):
+        amp = dict(device_type='cuda', dtype=torch.bfloat16, enabled=dtype_name == 'bf16')
+        words = torch.randn(args.large, 16, 24, device='cuda', requires_grad=True)
+        times = {}
+        for backend in ('triton', 'reference'):
+            def step():
+                with inner_backend(backend), torch.autocast(**amp):
+                    out = inner_transformer(words, params)
+                out.float().sum().backward()
+            for _ in range(3):
+                step()
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(10):
+                step()
+            torch.cuda.synchronize()
+            times[backend] = (time.perf_counter() - start) / 10 * 1e3
+        print(f'time TNT-S inner transformer, {args.large} patches, {dtype_name}, fwd+bwd: '
+              f'triton {times["triton"]:.2f} ms, reference {times["reference"]:.2f} ms '
+              f'({times["reference"] / times["triton"]:.2f}x)')
+    if failures:
+        print(f'{len(failures)} check(s) failed: {", ".join(failures)}', file=sys.stderr)
+        return 1
+    print('all checks passed')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(run_cli(main))

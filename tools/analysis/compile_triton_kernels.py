@@ -1,0 +1,89 @@
+"""Compile the Triton inner-transformer kernels for GPU targets, ahead of time, without a GPU.
+
+What the GPU compiler checks and Triton's interpreter does not (block shapes, dot sizes,
+layouts, shared memory) is checked here: every kernel (forward, backward) of each model width
+in each dtype is compiled for each compute capability, with and without stochastic depth,
+and its shared memory is compared with the target's limit. Prints one line per kernel and
+exits non-zero if any fails.
+
+    python tools/analysis/compile_triton_kernels.py                     # Ti/S/B, 3 dtypes, sm_80 + sm_90
+    python tools/analysis/compile_triton_kernels.py --arch s --dtype bf16 --capability 90
+"""
+import argparse
+import itertools
+import os
+import sys
+import time
+
+from tnt_mm.utils.cli import UsageError, add_debug_arg, run_cli
+
+ARCHS = {'ti': (12, 2), 's': (24, 4), 'b': (40, 4)}  # word width, inner heads
+DTYPES = ('fp32', 'fp16', 'bf16')
+# shared memory one block may use (KB): A100 and later sm_8x, H100/H200
+SHARED_MEMORY_KB = {80: 163, 86: 99, 89: 99, 90: 227}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--arch', nargs='+', choices=sorted(ARCHS), default=list(ARCHS))
+    parser.add_argument('--dtype', nargs='+', choices=DTYPES, default=list(DTYPES))
+    parser.add_argument('--capability', nargs='+', type=int, default=[80, 90],
+                        help=f'compute capabilities, of {sorted(SHARED_MEMORY_KB)} (default: '
+                             f'80 90)')
+    parser.add_argument('--drop-path', choices=('with', 'without', 'both'), default='both',
+                        help='the stochastic-depth variant of the kernels (default: both)')
+    add_debug_arg(parser)
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.capability) - set(SHARED_MEMORY_KB))
+    if unknown:
+        raise UsageError(f'--capability {unknown[0]} is not one of {sorted(SHARED_MEMORY_KB)}')
+    if os.environ.get('TRITON_INTERPRET') == '1':
+        raise UsageError('TRITON_INTERPRET=1 runs kernels in the interpreter, which compiles '
+                         'nothing; unset it')
+
+    import torch
+
+    from tnt_mm.models.backbones.tnt import TNTBlock
+    from tnt_mm.ops import triton_kernels
+
+    dtypes = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+    drop_paths = {'with': [True], 'without': [False], 'both': [False, True]}[args.drop_path]
+    failures = 0
+    print(f'{"kernel":<22} {"arch":<4} {"dtype":<5} {"drop path":<9} {"target":<6} '
+          f'{"shared KB":>9} {"cubin KB":>8} {"seconds":>7}')
+    for arch, dtype, drop_path, capability in itertools.product(
+            args.arch, args.dtype, drop_paths, args.capability):
+        width, heads = ARCHS[arch]
+        params = TNTBlock(width, 16 * width, 16, heads, 4).inner_params()
+        words = torch.empty(21, 16, width, dtype=dtypes[dtype])
+        weights = triton_kernels._weights(params)
+        config = triton_kernels.launch_config(width, params, dtypes[dtype])
+        keep = (torch.ones(21), torch.ones(21)) if drop_path else None
+        launches = [triton_kernels.forward_launch(words, weights, keep, 1e-5, config)[0],
+                    triton_kernels.backward_launch(words, words, weights, keep, 1e-5, config)[0]]
+        for launch in launches:
+            start = time.perf_counter()
+            row = (f'{launch.kernel:<22} {arch:<4} {dtype:<5} {"yes" if drop_path else "no":<9} '
+                   f'sm_{capability:<3}')
+            try:
+                compiled = triton_kernels.compile_for_gpu(launch, capability)
+            except Exception as error:  # reported per kernel; the others still compile
+                failures += 1
+                print(f'{row} FAILED: {type(error).__name__}: {str(error).splitlines()[0]}')
+                continue
+            shared_kb = compiled.metadata.shared / 1024
+            print(f'{row} {shared_kb:>9.1f} {len(compiled.asm["cubin"]) / 1024:>8.0f} '
+                  f'{time.perf_counter() - start:>7.1f}', flush=True)
+            if shared_kb > SHARED_MEMORY_KB[capability]:
+                failures += 1
+                print(f'  FAILED: {shared_kb:.1f} KB of shared memory, sm_{capability} gives a '
+                      f'block {SHARED_MEMORY_KB[capability]} KB')
+    if failures:
+        print(f'{failures} kernel(s) failed', file=sys.stderr)
+        return 1
+    print('all kernels compiled')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(run_cli(main))
