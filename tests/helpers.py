@@ -1,5 +1,6 @@
 """Shared helpers for the tests."""
 import contextlib
+import os.path as osp
 
 import torch
 import torch.nn as nn
@@ -58,6 +59,34 @@ def toy_cls_options(data_root: str, max_epochs: int = 2) -> list:
             f'train_dataloader.dataset.data_root={data_root}',
             f'val_dataloader.dataset.data_root={data_root}',
             f'test_dataloader.dataset.data_root={data_root}']
+
+
+def toy_det_options(data_root: str) -> list:
+    """``--cfg-options`` that shrink the detection demos (configs/demo/det_shapes.py,
+    mask_shapes.py) to seconds: data written by ``make_shapes.py coco DATA --num-train 8
+    --num-val 4 --size 96``, 2 epochs of batch 4, no worker processes, a checkpoint every
+    epoch."""
+    ann = osp.join(data_root, 'annotations', 'instances_val2017.json')
+    return [
+        'train_cfg.max_epochs=2', 'train_cfg.val_interval=2', 'train_dataloader.batch_size=4',
+        'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
+        'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
+        'default_hooks.checkpoint.interval=1', 'param_scheduler.1.end=2',
+        f'train_dataloader.dataset.data_root={data_root}',
+        f'val_dataloader.dataset.data_root={data_root}',
+        f'test_dataloader.dataset.data_root={data_root}', f'val_evaluator.ann_file={ann}',
+        f'test_evaluator.ann_file={ann}']
+
+
+def train_toy_detector(config: str, root) -> tuple:
+    """Generate the toy COCO shapes under ``root`` and train ``config`` on them through
+    tools/train.py with :func:`toy_det_options`: (work_dir, data_root, options)."""
+    data, work_dir = str(root / 'shapes_coco'), str(root / 'work')
+    load_tool('tools/data/make_shapes.py').main(
+        ['coco', data, '--num-train', '8', '--num-val', '4', '--size', '96'])
+    options = toy_det_options(data)
+    load_tool('tools/train.py').main([config, '--work-dir', work_dir, '--cfg-options', *options])
+    return work_dir, data, options
 
 
 @contextlib.contextmanager

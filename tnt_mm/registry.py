@@ -7,7 +7,11 @@ imports ``tnt_mm.registry`` by itself when it meets the ``tnt_mm.`` prefix, and
 """
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.registry import Registry
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='tnt_mm', locations=['tnt_mm.models'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='tnt_mm', locations=['tnt_mm.engine'])
+OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor',
+                                      parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS, scope='tnt_mm',
+                                      locations=['tnt_mm.engine'])

@@ -62,3 +62,29 @@ def test_logits_equal_timm(path, name, tmp_path):
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         assert max_abs_diff(model(x, mode='tensor'), reference(x)) <= 1e-4
+
+
+def test_384_fine_tune_starts_from_the_224_classifier(tmp_path):
+    """configs/tnt_s_in1k_384px.py: the backbone and the head load from a 224 checkpoint (the
+    blocks and the head taken over exactly), the position embedding resampled from 14x14 to
+    24x24, and the model classifies 384x384 images."""
+    reference = randomise_(timm.create_model('tnt_s_patch16_224')).eval()
+    state, meta = convert_state_dict(reference.state_dict())
+    checkpoint = tmp_path / 'tnt_s_224.pth'
+    torch.save(dict(state_dict=state, meta=meta), checkpoint)
+    cfg = Config.fromfile('configs/tnt_s_in1k_384px.py')
+    cfg.model.backbone.init_cfg.checkpoint = str(checkpoint)
+    cfg.model.head.init_cfg.checkpoint = str(checkpoint)
+    init_default_scope(cfg.default_scope)
+    from mmpretrain.registry import MODELS
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    assert model.backbone.patch_pos.shape == (1, 1 + 24 * 24, 384)
+    assert torch.equal(model.head.fc.weight, state['head.fc.weight'])
+    assert torch.equal(model.backbone.blocks[11].mlp.fc2.weight,
+                       state['backbone.blocks.11.mlp.fc2.weight'])
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.randn(1, 3, 384, 384), mode='tensor')
+    assert logits.shape == (1, 1000) and torch.isfinite(logits).all()
+    assert cfg.test_pipeline[2].crop_size == 384 and cfg.train_cfg.max_epochs == 30

@@ -14,6 +14,8 @@ CONFIGS = {
     'configs/faster_rcnn_tnt_s_fpn.py': 48.1,
     'configs/faster_rcnn_tnt_ti_fpn.py': 25.11,
     'configs/faster_rcnn_tnt_b_fpn.py': 102.37,
+    # Mask R-CNN: Faster R-CNN's 48.1M and the mask head's 2.6M (as with R50: 44.4M vs 41.8M)
+    'configs/mask_rcnn_tnt_s_fpn.py': 50.76,
 }
 
 

@@ -4,13 +4,12 @@ import os.path as osp
 
 import pytest
 import torch
-from helpers import load_tool
+from helpers import load_tool, train_toy_detector
 from PIL import Image
 
 from tnt_mm.utils.cli import UsageError
 
 make_shapes = load_tool('tools/data/make_shapes.py')
-train = load_tool('tools/train.py')
 test = load_tool('tools/test.py')
 detect_image = load_tool('tools/demo/detect_image.py')
 
@@ -21,21 +20,7 @@ CONFIG = 'configs/demo/det_shapes.py'
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp('det')
-    data = str(root / 'shapes_coco')
-    make_shapes.main(['coco', data, '--num-train', '8', '--num-val', '4', '--size', '96'])
-    ann = osp.join(data, 'annotations', 'instances_val2017.json')
-    options = [
-        'train_cfg.max_epochs=2', 'train_cfg.val_interval=2', 'train_dataloader.batch_size=4',
-        'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
-        'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
-        'default_hooks.checkpoint.interval=1', 'param_scheduler.1.end=2',
-        f'train_dataloader.dataset.data_root={data}', f'val_dataloader.dataset.data_root={data}',
-        f'test_dataloader.dataset.data_root={data}', f'val_evaluator.ann_file={ann}',
-        f'test_evaluator.ann_file={ann}']
-    work_dir = str(root / 'work')
-    train.main([CONFIG, '--work-dir', work_dir, '--cfg-options', *options])
-    return work_dir, data, options
+    return train_toy_detector(CONFIG, tmp_path_factory.mktemp('det'))
 
 
 def test_training_writes_a_safe_checkpoint(trained):

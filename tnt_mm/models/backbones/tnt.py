@@ -248,6 +248,11 @@ class TNT(BaseModule):
         recompute_inner (bool): in training, recompute the inner transformer in the backward
             pass instead of storing its activations (see :meth:`TNTBlock.forward`); the outputs
             and gradients are unchanged. Defaults to True.
+        frozen_stages (int): what is kept frozen, as in mmdet / mmpretrain backbones: ``-1``
+            nothing; ``0`` the embeddings (word embedding, word -> sentence projection, class
+            token, position embeddings); ``k`` the embeddings and the first ``k`` blocks. Frozen
+            parameters get no gradient, and frozen modules stay in eval mode (no dropout or
+            stochastic depth) through ``train()``. Defaults to -1.
         init_cfg (dict | list[dict], optional): initialisation; ``dict(type='Pretrained',
             checkpoint=PATH)`` loads a converted checkpoint strictly (see
             :meth:`load_pretrained`). Defaults to None.
@@ -276,6 +281,7 @@ class TNT(BaseModule):
                  inner_block_indices: Optional[Sequence[int]] = None,
                  with_cp: bool = False,
                  recompute_inner: bool = True,
+                 frozen_stages: int = -1,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = parse_arch(arch)
@@ -342,6 +348,13 @@ class TNT(BaseModule):
             self.pyramid = PyramidRescaler(outer_dim, pyramid_channels or outer_dim,
                                            pyramid_scales, pyramid_norm)
         self._init_trunk()
+        if not -1 <= frozen_stages <= len(self.blocks):
+            raise ValueError(
+                f'frozen_stages={frozen_stages} is out of range: -1 (nothing), 0 (the '
+                f'embeddings) or 1..{len(self.blocks)} (the embeddings and that many of the '
+                f'{len(self.blocks)} blocks built)')
+        self.frozen_stages = frozen_stages
+        self._freeze_stages()
 
     def _init_trunk(self) -> None:
         """The official initialisation: truncated normal (std 0.02) for Linears and embeddings,
@@ -349,6 +362,50 @@ class TNT(BaseModule):
         init_transformer_weights(self)
         for param in (self.cls_token, self.patch_pos, self.pixel_pos):
             nn.init.trunc_normal_(param, std=.02)
+
+    # ------------------------------------------------------------------ fine-tuning
+    EMBEDDINGS = ('pixel_embed', 'norm1_proj', 'proj', 'norm2_proj', 'cls_token', 'patch_pos',
+                  'pixel_pos')
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages < 0:
+            return
+        frozen = [self.pixel_embed, self.norm1_proj, self.proj, self.norm2_proj, self.pos_drop,
+                  *self.blocks[:self.frozen_stages]]
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+        for param in (self.cls_token, self.patch_pos, self.pixel_pos):
+            param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'TNT':
+        super().train(mode)
+        self._freeze_stages()  # frozen modules stay in eval mode
+        return self
+
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """The layer of a parameter for layer-wise learning-rate decay, in mmpretrain's
+        convention (its ``LearningRateDecayOptimWrapperConstructor`` calls this): the
+        embeddings are layer 0, block ``i`` layer ``i + 1``, everything after the blocks (and
+        every parameter outside ``prefix``: neck, heads) the top layer, ``depth + 1``.
+
+        Args:
+            param_name (str): the parameter's name in the model.
+            prefix (str): the backbone's prefix in the model, e.g. ``'backbone.'``.
+
+        Returns:
+            tuple[int, int]: the layer and the number of layers, ``depth + 2``.
+        """
+        num_layers = self.num_layers + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):]
+        if name.split('.')[0] in self.EMBEDDINGS:
+            return 0, num_layers
+        if name.startswith('blocks.'):
+            return int(name.split('.')[1]) + 1, num_layers
+        return num_layers - 1, num_layers
 
     # ------------------------------------------------------------------ weights
     def init_weights(self) -> None:
