@@ -16,7 +16,7 @@ import torch
 from helpers import load_tool
 
 from tnt_mm.models.backbones.tnt import TNT, TNTBlock
-from tnt_mm.ops import BackendUnavailableError, inner_backend, inner_transformer, reference, select
+from tnt_mm.ops import BackendUnavailableError, inner_backend, inner_transformer, select
 from tnt_mm.ops import triton_kernels
 from tnt_mm.utils.cli import UsageError
 
