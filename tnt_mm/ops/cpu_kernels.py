@@ -34,6 +34,7 @@ from typing import List, Optional
 import torch
 
 from .params import InnerTransformerParams
+from .reference import graph_capture
 
 CSRC = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc')
 SOURCES = [osp.join(CSRC, name) for name in ('word_attention.cpp', 'inner_transformer.cpp')]
@@ -102,12 +103,6 @@ def load_extension() -> Optional[object]:
 
 
 # ------------------------------------------------------------------------------- contracts
-def _compiling() -> bool:
-    """Under torch.compile or torch.export (both checks exist only in newer torch versions)."""
-    return any(getattr(torch.compiler, name, lambda: False)()
-               for name in ('is_compiling', 'is_exporting'))
-
-
 def _unsupported(x: torch.Tensor) -> Optional[str]:
     """What every kernel needs: CPU float32 (N, 16, C) tensors, eager mode (graphs and exported
     programs keep the reference ops), and a built extension."""
@@ -117,10 +112,9 @@ def _unsupported(x: torch.Tensor) -> Optional[str]:
         return f'the input is {x.dtype}, the kernels take torch.float32'
     if x.dim() != 3 or x.shape[1] != WORDS:
         return f'the input has shape {tuple(x.shape)}, the kernels take (N, {WORDS}, C)'
-    if torch.jit.is_tracing() or torch.jit.is_scripting():
-        return 'TorchScript tracing/scripting records the reference ops only'
-    if _compiling():
-        return 'torch.compile / torch.export graphs keep the reference ops'
+    capturing = graph_capture()
+    if capturing:
+        return capturing
     if load_extension() is None:
         return f'the extension could not be built ({_build_error})'
     return None

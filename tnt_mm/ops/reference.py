@@ -3,7 +3,7 @@
 They define what every backend computes: the kernels are tested against them, and they run
 wherever no kernel applies (other devices and dtypes, tracing, ``torch.compile``, dropout).
 """
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,18 @@ AttentionFn = Callable[[torch.Tensor, torch.Tensor, int, float], torch.Tensor]
 # SDPA kernels put them on one grid dimension, which stops at 65,535 blocks: batch 16 at
 # 800x1333 already has 67,200 patches of 4 heads. Larger batches are computed in chunks.
 MAX_ATTENTION_BATCH = 65535
+
+
+def graph_capture() -> Optional[str]:
+    """Why no kernel may run now, if a graph is being recorded (TorchScript, torch.compile,
+    torch.export): graphs keep the reference ops. None in eager mode."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return 'TorchScript tracing/scripting records the reference ops only'
+    # both checks exist only in newer torch versions
+    if any(getattr(torch.compiler, name, lambda: False)()
+           for name in ('is_compiling', 'is_exporting')):
+        return 'torch.compile / torch.export graphs keep the reference ops'
+    return None
 
 
 def word_attention(qk: torch.Tensor, v: torch.Tensor, num_heads: int,

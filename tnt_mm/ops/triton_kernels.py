@@ -16,6 +16,7 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 
 from .params import InnerTransformerParams
+from .reference import graph_capture
 
 WORDS = 16
 HEAD_BLOCK = 16  # the head width is padded to this (tl.dot needs every dimension >= 16)
@@ -118,11 +119,6 @@ def _triton_missing() -> Optional[str]:
     return _import_error or None
 
 
-def _compiling() -> bool:
-    return any(getattr(torch.compiler, name, lambda: False)()
-               for name in ('is_compiling', 'is_exporting'))
-
-
 def inner_unsupported(words: torch.Tensor, params: InnerTransformerParams,
                       training: bool) -> Optional[str]:
     """Why :func:`inner_transformer` cannot run this inner transformer; None if it can."""
@@ -147,11 +143,7 @@ def inner_unsupported(words: torch.Tensor, params: InnerTransformerParams,
         return 'dropout in training (the kernels have stochastic depth but no dropout)'
     if words.numel() >= 2 ** 31:
         return f'the input has {words.numel()} elements; the kernels index with 32 bits'
-    if torch.jit.is_tracing() or torch.jit.is_scripting():
-        return 'TorchScript tracing/scripting records the reference ops only'
-    if _compiling():
-        return 'torch.compile / torch.export graphs keep the reference ops'
-    return None
+    return graph_capture()
 
 
 def _compute_dtype(words: torch.Tensor) -> torch.dtype:
