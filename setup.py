@@ -36,7 +36,9 @@ setup(
         'mim': read_requirements('mminstall'),
         'tests': read_requirements('tests'),
         'optional': read_requirements('optional'),
-        'all': read_requirements('mminstall') + read_requirements('tests') + read_requirements('optional'),
+        'deploy': read_requirements('deploy'),
+        'all': (read_requirements('mminstall') + read_requirements('tests')
+                + read_requirements('optional') + read_requirements('deploy')),
     },
     zip_safe=False,
 )

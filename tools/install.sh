@@ -43,7 +43,8 @@ check_env() {
 import importlib, sys
 failed = []
 for stmt in ("from mmcv.ops import RoIAlign, nms", "import mmdet", "import mmseg",
-             "import mmpretrain", "import timm", "import tnt_mm"):
+             "import mmpretrain", "import timm", "import onnxruntime", "import onnxscript",
+             "import tnt_mm"):
     try:
         exec(stmt)
     except Exception as exc:  # report every failure, not just the first
@@ -110,9 +111,9 @@ say "mmcv from $WHEEL_DIR"
 quiet "${PIP[@]}" install -c "$CONSTRAINTS" "$WHEEL_DIR"/mmcv-*.whl \
     || die "could not install the mmcv wheel; delete $WHEEL_DIR to rebuild it"
 
-say "OpenMMLab libraries, test requirements, and tnt_mm (editable)"
+say "OpenMMLab libraries, test and ONNX-export requirements, and tnt_mm (editable)"
 quiet "${PIP[@]}" install -c "$CONSTRAINTS" -r requirements/runtime.txt \
-    -r requirements/mminstall.txt -r requirements/tests.txt \
+    -r requirements/mminstall.txt -r requirements/tests.txt -r requirements/deploy.txt \
     || die "could not install the requirements"
 quiet "${PIP[@]}" install --no-deps --no-build-isolation -e . || die "could not install tnt_mm"
 

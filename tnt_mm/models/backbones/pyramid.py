@@ -11,6 +11,7 @@ from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..layers import LayerNorm2d
 
@@ -20,6 +21,24 @@ NORMS = ('LN', None)
 
 def _norm(kind: Optional[str], dim: int) -> List[nn.Module]:
     return [LayerNorm2d(dim)] if kind == 'LN' else []
+
+
+class HalfMaxPool2d(nn.MaxPool2d):
+    """2x2 max pooling that keeps the last row/column of an odd grid (``ceil_mode``): the input
+    was padded, not cropped, so no patch is dropped. A grid of size g gives ceil(g / 2)."""
+
+    def __init__(self) -> None:
+        super().__init__(2, stride=2, ceil_mode=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_exporting():
+            return super().forward(x)
+        # torch.export specialises ceil_mode on the parity of the grid; padding odd sizes with
+        # -inf to even ones and pooling without ceil_mode is the same for every size.
+        height, width = x.shape[-2:]
+        x = F.pad(x, (0, (width + 1) // 2 * 2 - width, 0, (height + 1) // 2 * 2 - height),
+                  value=float('-inf'))
+        return F.max_pool2d(x, 2, stride=2)
 
 
 def _rescale_layers(scale: float, dim: int, norm: Optional[str]) -> List[nn.Module]:
@@ -32,8 +51,7 @@ def _rescale_layers(scale: float, dim: int, norm: Optional[str]) -> List[nn.Modu
     if scale == 1.0:
         return []
     if scale == 0.5:
-        # ceil_mode: an odd grid keeps its last row/column (the input was padded, not cropped)
-        return [nn.MaxPool2d(2, stride=2, ceil_mode=True)]
+        return [HalfMaxPool2d()]
     raise NotImplementedError(f'scale factor {scale} is not supported; use 4.0, 2.0, 1.0 or 0.5')
 
 

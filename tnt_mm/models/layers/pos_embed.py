@@ -18,7 +18,7 @@ def resample_pos_embed(pos_embed: torch.Tensor, old_grid: Tuple[int, int],
     Returns:
         Tensor: (1, num_prefix_tokens + new_h * new_w, C).
     """
-    if tuple(old_grid) == tuple(new_grid):
+    if not torch.compiler.is_exporting() and tuple(old_grid) == tuple(new_grid):
         return pos_embed
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     if grid.shape[1] != old_grid[0] * old_grid[1]:
