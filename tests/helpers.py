@@ -101,3 +101,22 @@ def kept_default_scope():
     finally:
         DefaultScope._instance_dict.clear()
         DefaultScope._instance_dict.update(before)
+
+
+def assert_same_state(a: dict, b: dict, where: str) -> None:
+    """Two training checkpoints hold the same state: iteration, schedulers, weights, optimizer
+    moments and the logged learning rates, bit for bit."""
+    assert a['meta']['epoch'] == b['meta']['epoch'] and a['meta']['iter'] == b['meta']['iter'], \
+        where
+    assert a['param_schedulers'] == b['param_schedulers'], where
+    for name in a['state_dict']:
+        assert torch.equal(a['state_dict'][name], b['state_dict'][name]), f'{where}: {name}'
+    state_a, state_b = a['optimizer']['state'], b['optimizer']['state']
+    assert state_a.keys() == state_b.keys(), where
+    for index in state_a:
+        for key in ('step', 'exp_avg', 'exp_avg_sq'):
+            assert torch.equal(torch.as_tensor(state_a[index][key]),
+                               torch.as_tensor(state_b[index][key])), f'{where}: {index}.{key}'
+    lr_a = a['message_hub']['log_scalars']['train/lr']['log']
+    lr_b = b['message_hub']['log_scalars']['train/lr']['log']
+    assert torch.equal(lr_a, lr_b), where

@@ -10,7 +10,7 @@ from mmengine.config import Config
 from tnt_mm.utils.config import load_config
 
 HOOKS = ['tnt_mm.SafeCheckpointHook', 'tnt_mm.CheckInvalidLossHook', 'tnt_mm.CheckInputHook',
-         'tnt_mm.PlainParamGroupsHook']
+         'tnt_mm.PlainParamGroupsHook', 'tnt_mm.PreemptionHook']
 NO_DECAY = {key: dict(decay_mult=0.0) for key in ('.cls_token', '.patch_pos', '.pixel_pos')}
 CLS = dict(norm_decay_mult=0.0, bias_decay_mult=0.0, custom_keys=NO_DECAY)
 DENSE = dict(norm_decay_mult=0.0, custom_keys=NO_DECAY)

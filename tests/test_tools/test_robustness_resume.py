@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from helpers import toy_cls_options
+from helpers import assert_same_state, toy_cls_options
 
 
 pytestmark = pytest.mark.slow  # trains through tools/train.py
@@ -35,23 +35,6 @@ def last_checkpoint(work_dir):
 
 def load(work_dir, epoch):
     return torch.load(osp.join(work_dir, f'epoch_{epoch}.pth'), weights_only=True)
-
-
-def assert_same_state(a: dict, b: dict, where: str) -> None:
-    assert a['meta']['epoch'] == b['meta']['epoch'] and a['meta']['iter'] == b['meta']['iter'], \
-        where
-    assert a['param_schedulers'] == b['param_schedulers'], where
-    for name in a['state_dict']:
-        assert torch.equal(a['state_dict'][name], b['state_dict'][name]), f'{where}: {name}'
-    state_a, state_b = a['optimizer']['state'], b['optimizer']['state']
-    assert state_a.keys() == state_b.keys(), where
-    for index in state_a:
-        for key in ('step', 'exp_avg', 'exp_avg_sq'):
-            assert torch.equal(torch.as_tensor(state_a[index][key]),
-                               torch.as_tensor(state_b[index][key])), f'{where}: {index}.{key}'
-    lr_a = a['message_hub']['log_scalars']['train/lr']['log']
-    lr_b = b['message_hub']['log_scalars']['train/lr']['log']
-    assert torch.equal(lr_a, lr_b), where
 
 
 def test_killed_run_resumes_to_the_same_weights(toy_cls_data, tmp_path):

@@ -1,7 +1,8 @@
 from . import checkpoint  # noqa: F401  (registers the safe and the trusted:// checkpoint loaders)
-from .hooks import (CheckInputHook, CheckInvalidLossHook, PlainParamGroupsHook,
-                    SafeCheckpointHook)
+from .hooks import (PREEMPTED_EXIT_CODE, CheckInputHook, CheckInvalidLossHook,
+                    PlainParamGroupsHook, PreemptionHook, SafeCheckpointHook, TrainingPreempted)
 from .optimizers import LayerDecayOptimWrapperConstructor
 
 __all__ = ['CheckInputHook', 'CheckInvalidLossHook', 'LayerDecayOptimWrapperConstructor',
-           'PlainParamGroupsHook', 'SafeCheckpointHook']
+           'PlainParamGroupsHook', 'PREEMPTED_EXIT_CODE', 'PreemptionHook', 'SafeCheckpointHook',
+           'TrainingPreempted']

@@ -10,7 +10,7 @@ from mmengine.logging import print_log
 from .cli import UsageError, UserError, add_debug_arg, require_file
 
 # Every config inherits them from configs/_base_/tnt_runtime.py.
-SAFETY_HOOKS = ('SafeCheckpointHook', 'CheckInvalidLossHook', 'CheckInputHook')
+SAFETY_HOOKS = ('SafeCheckpointHook', 'CheckInvalidLossHook', 'CheckInputHook', 'PreemptionHook')
 _MISSING = object()
 
 
