@@ -19,10 +19,12 @@ det-data:
 		--radius-range 0.15 0.3 --num-train 1600 --num-val 200
 
 demo: install det-data
+	@mkdir -p work_dirs/demo_det && date +%s > work_dirs/demo_det/started
 	$(RUN) tools/train.py configs/demo/det_shapes.py --work-dir work_dirs/demo_det
 	$(RUN) tools/test.py configs/demo/det_shapes.py $(DET_CKPT) --work-dir work_dirs/demo_det
 	$(RUN) tools/demo/detect_image.py configs/demo/det_shapes.py $(DET_CKPT) \
 		$(DET_DATA)/val2017/00000[1-8].png --out work_dirs/demo_det/predictions.png
+	@echo "make demo: $$(( $$(date +%s) - $$(cat work_dirs/demo_det/started) )) s wall time"
 
 # TNT-S on a generated image: the pyramid's shapes and strides, and the params/FLOPs table.
 demo-backbone: install
@@ -34,11 +36,15 @@ CLS_DATA := data/shapes_cls
 CLS_DATA_CHECK := grep -qs '"train": 9600' $(CLS_DATA)/info.json
 CLS_CKPT := work_dirs/demo_cls/epoch_12.pth
 demo-cls: install
+	@mkdir -p work_dirs/demo_cls && date +%s > work_dirs/demo_cls/started
 	$(CLS_DATA_CHECK) || $(RUN) tools/data/make_shapes.py imagenet $(CLS_DATA) \
 		--num-train 9600 --num-val 600
 	$(RUN) tools/train.py configs/demo/cls_shapes.py --work-dir work_dirs/demo_cls
 	$(RUN) tools/test.py configs/demo/cls_shapes.py $(CLS_CKPT) \
 		--work-dir work_dirs/demo_cls
+	$(RUN) tools/demo/classify_images.py configs/demo/cls_shapes.py $(CLS_CKPT) \
+		$$(ls $(CLS_DATA)/val/*/val_00*.png | head -8) --out work_dirs/demo_cls/predictions.png
+	@echo "make demo-cls: $$(( $$(date +%s) - $$(cat work_dirs/demo_cls/started) )) s wall time"
 
 # The pretrain-to-detection chain in miniature: the classification demo's checkpoint
 # initialises the detection demo's backbone (configs/demo/det_shapes_chain.py).
@@ -48,22 +54,34 @@ demo-chain: demo-cls det-data
 		--work-dir work_dirs/demo_det_chain
 
 # Segmentation demo: TNT + UperNet trained through mmseg on generated shapes (ADE20K layout),
-# then mIoU and coloured predictions in work_dirs/demo_seg/vis/. UperNet learns this data from
-# scratch within the budget; the paper's Trans2Seg head is `make demo-seg-trans2seg`.
+# then mIoU (with and without the background class) and a summary picture in
+# work_dirs/demo_seg/predictions.png; VIS=1 also draws every validation image into vis/.
+# UperNet learns this data from scratch within the budget; the paper's Trans2Seg head is
+# `make demo-seg-trans2seg`.
 SEG_DATA := data/shapes_ade
 seg-data:
 	test -d $(SEG_DATA) || $(RUN) tools/data/make_shapes.py ade $(SEG_DATA) --size 64 \
 		--num-train 1500 --num-val 200
 
+SEG_VAL_IMAGES = $$(ls $(SEG_DATA)/images/validation/*.jpg | head -8)
+VIS ?= 0
 demo-seg: install seg-data
+	@mkdir -p work_dirs/demo_seg && date +%s > work_dirs/demo_seg/started
 	$(RUN) tools/train.py configs/demo/seg_shapes_upernet.py --work-dir work_dirs/demo_seg
-	$(RUN) tools/test.py configs/demo/seg_shapes_upernet.py work_dirs/demo_seg/iter_1600.pth \
-		--work-dir work_dirs/demo_seg --show-dir work_dirs/demo_seg/vis
+	$(RUN) tools/test.py configs/demo/seg_shapes_upernet.py work_dirs/demo_seg/iter_3200.pth \
+		--work-dir work_dirs/demo_seg $(if $(filter 1,$(VIS)),--show-dir work_dirs/demo_seg/vis)
+	$(RUN) tools/demo/segment_images.py configs/demo/seg_shapes_upernet.py \
+		work_dirs/demo_seg/iter_3200.pth $(SEG_VAL_IMAGES) --out work_dirs/demo_seg/predictions.png
+	@echo "make demo-seg: $$(( $$(date +%s) - $$(cat work_dirs/demo_seg/started) )) s wall time"
 
 demo-seg-trans2seg: install seg-data
 	$(RUN) tools/train.py configs/demo/seg_shapes.py --work-dir work_dirs/demo_seg_trans2seg
-	$(RUN) tools/test.py configs/demo/seg_shapes.py work_dirs/demo_seg_trans2seg/iter_1600.pth \
-		--work-dir work_dirs/demo_seg_trans2seg --show-dir work_dirs/demo_seg_trans2seg/vis
+	$(RUN) tools/test.py configs/demo/seg_shapes.py work_dirs/demo_seg_trans2seg/iter_3200.pth \
+		--work-dir work_dirs/demo_seg_trans2seg \
+		$(if $(filter 1,$(VIS)),--show-dir work_dirs/demo_seg_trans2seg/vis)
+	$(RUN) tools/demo/segment_images.py configs/demo/seg_shapes.py \
+		work_dirs/demo_seg_trans2seg/iter_3200.pth $(SEG_VAL_IMAGES) \
+		--out work_dirs/demo_seg_trans2seg/predictions.png
 
 test: install
 	$(RUN) -m pytest tests -q
@@ -81,6 +99,7 @@ clean:
 
 bench: install
 	$(RUN) tools/analysis/benchmark.py
+	$(RUN) tools/analysis/benchmark.py --sweep --plot work_dirs/bench/forward_vs_size.png
 
 # On a CUDA machine: the Triton backend checked against the reference, then the GPU suite.
 bench-gpu: install

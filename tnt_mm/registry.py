@@ -6,6 +6,7 @@ imports ``tnt_mm.registry`` by itself when it meets the ``tnt_mm.`` prefix, and
 ``locations`` then imports the modules that register into it.
 """
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.registry import Registry
@@ -15,3 +16,6 @@ HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='tnt_mm', locations=['tnt_
 OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor',
                                       parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS, scope='tnt_mm',
                                       locations=['tnt_mm.engine'])
+# mmseg-based metrics; imported only when a config names one (``import tnt_mm`` needs no mmseg)
+METRICS = Registry('metric', parent=MMENGINE_METRICS, scope='tnt_mm',
+                   locations=['tnt_mm.evaluation'])

@@ -9,6 +9,7 @@ IoUMetric). ``--out`` is written to a temporary file and renamed when complete. 
 a bad option prints one ``error:`` line (``--debug`` shows the traceback).
 """
 import argparse
+import numbers
 import os
 import os.path as osp
 
@@ -81,7 +82,9 @@ def main(argv=None) -> dict:
 
 def format_metrics(metrics: dict) -> str:
     lines = ['| metric | value |', '|---|---|']
-    lines += [f'| {name} | {value:.4g} |' if isinstance(value, float) else f'| {name} | {value} |'
+    # mmseg's values are numpy float32: format every real number, not only Python floats
+    lines += [f'| {name} | {float(value):.4g} |' if isinstance(value, numbers.Real)
+              and not isinstance(value, bool) else f'| {name} | {value} |'
               for name, value in metrics.items()]
     return '\n'.join(lines)
 

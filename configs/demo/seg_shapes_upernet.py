@@ -4,6 +4,7 @@ _base_ = './seg_shapes.py'
 
 embed_dims = _base_.embed_dims
 num_classes = _base_.num_classes
+class_weight = _base_.class_weight
 norm_cfg = _base_.norm_cfg
 
 model = dict(
@@ -21,7 +22,8 @@ model = dict(
         num_classes=num_classes,
         norm_cfg=norm_cfg,
         align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0, avg_non_ignore=True)),
+        loss_decode=dict(type='tnt_mm.ClassWeightedCrossEntropyLoss', loss_weight=1.0,
+                         class_weight=class_weight)),
     auxiliary_head=dict(
         type='FCNHead',
         in_channels=embed_dims,
@@ -33,4 +35,5 @@ model = dict(
         num_classes=num_classes,
         norm_cfg=norm_cfg,
         align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', loss_weight=0.4, avg_non_ignore=True)))
+        loss_decode=dict(type='tnt_mm.ClassWeightedCrossEntropyLoss', loss_weight=0.4,
+                         class_weight=class_weight)))

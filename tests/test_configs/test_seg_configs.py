@@ -24,6 +24,7 @@ CONFIGS = {
     'configs/upernet_tnt_s_ade20k.py': 60.58,
 }
 DEMOS = ['configs/demo/seg_shapes.py', 'configs/demo/seg_shapes_upernet.py']
+DEMO_CLASSES = 7  # the background and six shapes
 
 
 def build(path, **model):
@@ -84,7 +85,7 @@ def test_train_step(path):
     _, model = build(path)
     torch.manual_seed(0)
     model.train()
-    data = model.data_preprocessor(packed([(64, 80), (50, 70)], 6), True)
+    data = model.data_preprocessor(packed([(64, 80), (50, 70)], DEMO_CLASSES), True)
     assert data['inputs'].shape == (2, 3, 64, 80)  # padded to the crop size
     losses = model(**data, mode='loss')
     loss, _ = model.parse_losses(losses)
@@ -105,8 +106,8 @@ def test_label_maps_have_the_input_size(path, mode):
     for shape in [(101, 157), (57, 83)]:
         result = predict(model, shape)
         assert result.pred_sem_seg.data.shape == (1, *shape)
-        assert result.seg_logits.data.shape == (6, *shape)
-        assert int(result.pred_sem_seg.data.max()) < 6
+        assert result.seg_logits.data.shape == (DEMO_CLASSES, *shape)
+        assert int(result.pred_sem_seg.data.max()) < DEMO_CLASSES
 
 
 @pytest.mark.parametrize('path', DEMOS)

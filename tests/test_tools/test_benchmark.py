@@ -87,3 +87,23 @@ def test_training_suite_runs_end_to_end_on_the_cpu(tmp_path):
         assert set(figures) == {'train img/s @224', 'infer img/s @224', 'fwd+bwd s @64x96'}, name
         assert all(value > 0 for value in figures.values()), name
     assert 'tnt_mm TNT-S [cpu] / timm DeiT-S: train img/s @224' in result.stdout
+
+
+@pytest.mark.slow
+def test_size_sweep_writes_the_plot_and_its_numbers(tmp_path):
+    """`--sweep` at two toy sizes: the three models timed and measured in their own
+    processes, a table line per size, the JSON and the plot."""
+    plot = str(tmp_path / 'sweep.png')
+    result = subprocess.run(
+        [sys.executable, 'tools/analysis/benchmark.py', '--sweep', '--rounds', '1',
+         '--sweep-sizes', '32', '32', '--sweep-sizes', '48', '64', '--plot', plot],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert '48x64: tnt_mm TNT-S' in result.stdout and 'ratios tnt_mm / DeiT-S' in result.stdout
+    record = json.load(open(osp.join(tmp_path, 'sweep.json')))
+    assert record['sizes'] == [[32, 32], [48, 64]]
+    for values in record['results'].values():
+        assert len(values['seconds']) == 2 and all(s > 0 for s in values['seconds'])
+        assert all(0 < gb < 50 for gb in values['peak_gb'])
+    from PIL import Image
+    assert Image.open(plot).size[0] >= 800

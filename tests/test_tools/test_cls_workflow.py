@@ -1,5 +1,6 @@
 """The classification workflow at toy scale: data -> train -> safe checkpoint -> test ->
 resume -> the checkpoint initialises a detection backbone (the pretrain-to-dense-task chain)."""
+import glob
 import os.path as osp
 
 import numpy as np
@@ -7,11 +8,13 @@ import pytest
 import torch
 from helpers import load_tool
 from mmengine.config import Config
+from PIL import Image
 
 make_shapes = load_tool('tools/data/make_shapes.py')
 train = load_tool('tools/train.py')
 test = load_tool('tools/test.py')
 visualize = load_tool('tools/visualize_attention.py')
+classify_images = load_tool('tools/demo/classify_images.py')
 
 pytestmark = pytest.mark.slow  # trains through tools/train.py
 
@@ -50,6 +53,22 @@ def test_test_tool_reports_accuracy(trained, tmp_path):
                          '--work-dir', str(tmp_path), '--out', out, '--cfg-options', *options])
     assert 0.0 <= metrics['accuracy/top1'] <= 100.0 and 'accuracy/top3' in metrics
     assert osp.isfile(out) and not osp.exists(str(tmp_path / 'preds.partial.pkl'))
+
+
+def test_summary_picture_marks_true_and_predicted_classes(trained, toy_cls_data, tmp_path,
+                                                          capsys):
+    work_dir, _ = trained
+    images = sorted(glob.glob(osp.join(toy_cls_data, 'val', '*', '*.png')))[:8]
+    out = str(tmp_path / 'summary.png')
+    results = classify_images.main(['configs/demo/cls_shapes.py',
+                                    osp.join(work_dir, 'epoch_2.pth'), *images, '--out', out])
+    assert len(results) == 8
+    picture = Image.open(out)
+    # 4 x 2 tiles of 32 px images enlarged 8x to 256, captions below, title above
+    assert picture.width >= 4 * 256 and picture.height >= 2 * 256
+    wrong = sum(r['pred_class'] != osp.basename(osp.dirname(p)) for r, p in zip(results, images))
+    assert f'{wrong} of 8 misclassified' in capsys.readouterr().out
+    assert not osp.exists(out + '.partial.png')
 
 
 def test_resume_continues(trained):

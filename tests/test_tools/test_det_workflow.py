@@ -47,8 +47,22 @@ def test_detect_image_draws_predictions(trained, tmp_path):
                                 '--out', out, '--columns', '2', '--score-thr', '0.0'])
     assert len(result['predictions']) == 3
     width, height = Image.open(out).size
-    assert (width, height) == (2 * 128, 2 * 96)  # 2 columns x 2 rows of 96x128 images
+    # 2 columns x 2 rows of 96x128 images enlarged 3x (short side 288 >= 256), an 8 px gap,
+    # 8 px margins; captions, title and legend below and above
+    assert width == 2 * 384 + 8 + 16 and height > 2 * 288
     assert not osp.exists(out + '.partial.png')
+
+
+def test_display_suppresses_duplicates_across_classes():
+    """One object detected as two classes is drawn once, with the better class; boxes below
+    the threshold are not drawn; separate objects all are."""
+    prediction = dict(bboxes=[[10, 10, 50, 50], [12, 11, 51, 49], [60, 60, 90, 90],
+                              [61, 61, 90, 90], [0, 0, 5, 5]],
+                      scores=[0.6, 0.9, 0.8, 0.7, 0.2], labels=[0, 3, 1, 1, 2])
+    boxes, labels, scores, above = detect_image.boxes_to_draw(prediction, 0.5, 0.5)
+    assert above == 4 and labels == [3, 1] and scores == pytest.approx([0.9, 0.8])
+    boxes, labels, scores, above = detect_image.boxes_to_draw(prediction, 0.5, 1.0)
+    assert labels == [3, 1, 1, 0]  # --display-iou 1: everything above the threshold
 
 
 def test_detect_image_names_missing_files(trained, tmp_path):

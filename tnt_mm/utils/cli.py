@@ -41,6 +41,28 @@ def require_file(path: str, what: str) -> None:
         raise UsageError(f'{what} {path} does not exist')
 
 
+def add_image_tool_args(parser, task: str, columns: int) -> None:
+    """The arguments every prediction-picture tool of ``tools/demo/`` takes."""
+    parser.add_argument('config', help=f'{task} config')
+    parser.add_argument('checkpoint', help='checkpoint written by tools/train.py')
+    parser.add_argument('images', nargs='+', help='image files')
+    parser.add_argument('--out', default='predictions.png', help='summary picture to write')
+    parser.add_argument('--columns', type=int, default=columns,
+                        help=f'tiles per row (default {columns})')
+    parser.add_argument('--device', default='cpu')
+    add_debug_arg(parser)
+
+
+def check_image_tool_args(args) -> None:
+    """Stop with a usage error before a model is built: missing files, a bad ``--columns``."""
+    require_file(args.config, 'config')
+    require_file(args.checkpoint, 'checkpoint')
+    for path in args.images:
+        require_file(path, 'image')
+    if args.columns < 1:
+        raise UsageError(f'--columns {args.columns}: must be at least 1')
+
+
 def run_cli(main: Callable, argv: Optional[Sequence[str]] = None):
     """Call ``main(argv)`` (``sys.argv[1:]`` by default); a user error prints ``error: ...`` to
     stderr and exits with its code, 1 or 2."""

@@ -5,6 +5,7 @@
     python tools/analysis/benchmark.py --rounds 3 --no-memory
     python tools/analysis/benchmark.py --verbose          # also every round's time: the noise
     python tools/analysis/benchmark.py --device cuda --amp bf16 --compile   # the GPU suite
+    python tools/analysis/benchmark.py --sweep --plot docs/images/forward_vs_size.png
 
 Two suites. All timings come from one process, in interleaved rounds (every model once per
 round, in a seeded shuffled order), and the tables show medians and ratios within the run: the
@@ -171,6 +172,105 @@ def child(name: str, device: str) -> None:
         with open('/proc/self/status') as f:
             peak = next(int(line.split()[1]) for line in f if line.startswith('VmHWM')) / 1e6
     print(json.dumps(dict(peak_gb=peak)))
+
+
+# ------------------------------------------------------------------------------ size sweep
+# 800x1333 padded to whole patches (timm's models take multiples of 16 only)
+SWEEP_SIZES = ((224, 224), (384, 384), (512, 512), (640, 960), (800, 1344))
+
+
+def forward_peak_child(name: str, size, device: str) -> float:
+    """Peak memory of one inference forward at ``size`` above the loaded model, in GB, measured
+    in a fresh process (on the CPU: the process's peak resident memory, reset after the model
+    is built, minus the resident memory then; on CUDA: the allocator's peak above the model)."""
+    out = subprocess.run([sys.executable, __file__, '--sweep-child', name, *map(str, size),
+                          '--device', device], capture_output=True, text=True, check=True,
+                         env=os.environ.copy())
+    return json.loads(out.stdout.strip().splitlines()[-1])['peak_gb']
+
+
+def _status_kb(key: str) -> int:
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key))
+
+
+def sweep_child(name: str, size, device: str) -> None:
+    forward = build(name, tuple(size), device)
+    forward.module.eval()
+    x = torch.randn(1, 3, *size, device=device)
+    if device == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        with open('/proc/self/clear_refs', 'w') as f:  # "5": reset the peak (VmHWM) to now
+            f.write('5')
+        before = _status_kb('VmRSS') * 1000
+    forward_job(forward, x)()
+    peak = (torch.cuda.max_memory_allocated() if device == 'cuda'
+            else _status_kb('VmHWM') * 1000)
+    print(json.dumps(dict(peak_gb=(peak - before) / 1e9)))
+
+
+def sweep_main(args) -> None:
+    """Forward time (batch 1, eval) and peak memory of the three models at every size of
+    ``--sweep-sizes``; a table, a JSON file and a plot of both against the input's pixels."""
+    device, sizes = args.device, [tuple(s) for s in args.sweep_sizes]
+    print(f'size sweep on {device}, {torch.get_num_threads()} threads, torch {torch.__version__}, '
+          f'{args.rounds} interleaved rounds per size (medians)')
+    results = {name: dict(seconds=[], peak_gb=[]) for name in SMALL}
+    for size in sizes:
+        x = torch.randn(1, 3, *size, device=device)
+        models = {name: build(name, size, device) for name in SMALL}
+        for forward in models.values():
+            forward.module.eval()
+        secs = interleaved({n: forward_job(f, x) for n, f in models.items()}, args.rounds,
+                           device, label=f'fwd {size[0]}x{size[1]}', verbose=args.verbose)
+        del models
+        for name in SMALL:
+            results[name]['seconds'].append(secs[name])
+            results[name]['peak_gb'].append(
+                float('nan') if args.no_memory else forward_peak_child(name, size, device))
+        print(f'{size[0]}x{size[1]}: ' + ', '.join(
+            f'{n} {results[n]["seconds"][-1]:.3f} s / {results[n]["peak_gb"][-1]:.2f} GB'
+            for n in SMALL))
+    print('ratios tnt_mm / DeiT-S (time): ' + ', '.join(
+        f'{h}x{w} {a / b:.2f}x' for (h, w), a, b in zip(
+            sizes, results[OURS]['seconds'], results['timm DeiT-S']['seconds'])))
+    record = dict(device=device, threads=torch.get_num_threads(), torch=torch.__version__,
+                  rounds=args.rounds, sizes=sizes, results=results)
+    os.makedirs(osp.dirname(osp.abspath(args.plot)), exist_ok=True)
+    with open(osp.splitext(args.plot)[0] + '.json', 'w') as f:
+        json.dump(record, f, indent=1)
+    plot_sweep(record, args.plot)
+    print(f'wrote {args.plot} and {osp.splitext(args.plot)[0]}.json')
+
+
+def plot_sweep(record: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    sizes = [tuple(s) for s in record['sizes']]
+    megapixels = [h * w / 1e6 for h, w in sizes]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, style in zip(SMALL, ('o-', 's--', '^:')):
+        values = record['results'][name]
+        axes[0].plot(megapixels, values['seconds'], style, label=name)
+        axes[1].plot(megapixels, values['peak_gb'], style, label=name)
+    for ax, ylabel in zip(axes, ('forward time, batch 1 (s)',
+                                 'forward peak memory above the model (GB)')):
+        ax.set_xlabel('input (megapixels)')
+        ax.set_ylabel(ylabel)
+        ax.set_xticks(megapixels)
+        ax.set_xticklabels([f'{h}x{w}' for h, w in sizes], rotation=30, fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f'TNT-S forward on {record["device"]} ({record["threads"]} threads, torch '
+                 f'{record["torch"]}), median of {record["rounds"]} interleaved rounds')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def print_table(results: Dict[str, Dict[str, float]], columns: List[str], fmt: str) -> None:
@@ -444,11 +544,22 @@ def main() -> None:
                         help=f'default {DET_SIZE[0]} {DET_SIZE[1]}')
     parser.add_argument('--det-batch', type=int, help=f'default {DET_BATCH}')
     parser.add_argument('--json', help='training suite: also write the results here')
+    parser.add_argument('--sweep', action='store_true',
+                        help='forward time and peak memory against input size, with a plot')
+    parser.add_argument('--sweep-sizes', type=int, nargs=2, action='append', metavar=('H', 'W'),
+                        help='sizes of --sweep (repeat the option; default 224 to 800x1344)')
+    parser.add_argument('--plot', default='work_dirs/bench/forward_vs_size.png',
+                        help='--sweep: the plot to write (its numbers go next to it as .json)')
+    parser.add_argument('--sweep-child', nargs=3, help=argparse.SUPPRESS)
     parser.add_argument('--child', help=argparse.SUPPRESS)
     parser.add_argument('--detector-child', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.device)
+        return
+    if args.sweep_child:
+        name, height, width = args.sweep_child
+        sweep_child(name, (int(height), int(width)), args.device)
         return
     if args.detector_child is not None:
         detector_child(bool(args.detector_child), args.device)
@@ -458,6 +569,10 @@ def main() -> None:
         return
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: torch sees no CUDA GPU')
+    if args.sweep:
+        args.sweep_sizes = args.sweep_sizes or SWEEP_SIZES
+        sweep_main(args)
+        return
     if (args.suite or ('training' if args.device == 'cuda' else 'cpu')) == 'training':
         suite_main(args)
         return

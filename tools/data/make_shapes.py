@@ -16,9 +16,9 @@ Deterministic: the same seed writes the same files. Layouts:
 - ``ade``: ``images/{training,validation}/<id>.jpg`` and ``annotations/{training,validation}/
   <id>.png``, the ADEChallengeData2016 layout that mmseg's ``ADE20KDataset`` reads. 1-4
   non-overlapping shapes as in ``coco``, larger (radius 14-30% of the height); label maps hold
-  0 for the background (and the ring's hole) and 1-6 for the shapes, so that
-  ``reduce_zero_label=True`` ignores the background (255) and maps the shapes to classes 0-5,
-  as ADE20K's "other" label 0 is handled.
+  0 for the background (and the ring's hole) and 1-6 for the shapes. The segmentation demo
+  learns the background as class 0; ``reduce_zero_label=True`` would instead ignore it (255)
+  and map the shapes to classes 0-5, as ADE20K's "other" label 0 is handled.
 """
 import argparse
 import json
@@ -212,7 +212,7 @@ def make_ade(out_dir: str, num_train: int, num_val: int, size: int, seed: int,
         height, width = size, int(size * 4 / 3)  # not square, as real photographs
         for index in range(1, count + 1):
             image, shapes = draw_scene(rng, height, width, radius_range)
-            label_map = Image.new('L', (width, height), 0)  # 0: background, ignored by mmseg
+            label_map = Image.new('L', (width, height), 0)  # 0: background
             for label, polygon, spot in shapes:
                 draw_label(label_map, CLASSES[label], polygon, *spot, value=label + 1)
             name = f'ADE_{split}_{index:08d}'  # ADE20K's file naming

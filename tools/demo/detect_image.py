@@ -1,80 +1,84 @@
 #!/usr/bin/env python
-"""Detect objects in images with a tnt_mm detection config and a checkpoint; draw the boxes.
+"""Detect objects in images with a tnt_mm detection config and a checkpoint; draw a summary.
 
-    python tools/demo/detect_image.py configs/demo/det_shapes.py work_dirs/demo_det/epoch_12.pth \
-        data/shapes_coco/val2017/000001.png data/shapes_coco/val2017/000002.png \
-        --out work_dirs/demo_det/predictions.png
+    python tools/demo/detect_image.py configs/demo/det_shapes.py work_dirs/demo_det/epoch_6.pth \
+        data/shapes_coco/val2017/00000[1-8].png --out work_dirs/demo_det/predictions.png
 
 Inference goes through mmdet's own ``DetInferencer`` (the config's test pipeline, then the
-model); mmdet's visualiser draws each image, and the drawings are tiled into one PNG. The
-detections are also printed, one line per box above ``--score-thr``.
+model). The picture shows, for display only, the boxes above ``--score-thr`` after a
+class-agnostic suppression of duplicates (IoU above ``--display-iou``: one object, one box, the
+best scoring); the metrics of ``tools/test.py`` stay mmdet's. Each image is enlarged to a short
+side of at least 256 pixels, labels carry class and score, and a legend maps colours to classes.
+The boxes drawn are also printed.
 """
 import argparse
-import os
 import os.path as osp
-from typing import List
 
 import numpy as np
+import torch
 from PIL import Image
+from torchvision.ops import nms
 
 import tnt_mm  # noqa: F401  (registers the backbone before the config is built)
-from tnt_mm.utils.cli import add_debug_arg, require_file, run_cli
+from tnt_mm.utils import drawing
+from tnt_mm.utils.cli import add_image_tool_args, check_image_tool_args, run_cli
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('config', help='detection config (mmdet default scope)')
-    parser.add_argument('checkpoint', help='checkpoint written by tools/train.py')
-    parser.add_argument('images', nargs='+', help='image files')
-    parser.add_argument('--out', default='predictions.png', help='tiled picture to write')
-    parser.add_argument('--score-thr', type=float, default=0.3,
-                        help='draw and print boxes above this score')
-    parser.add_argument('--columns', type=int, default=4, help='images per row of the tiling')
-    parser.add_argument('--device', default='cpu')
-    add_debug_arg(parser)
-    return parser.parse_args(argv)
+    add_image_tool_args(parser, 'detection (mmdet)', columns=4)
+    parser.add_argument('--score-thr', type=float, default=0.5,
+                        help='draw and print boxes above this score (default 0.5)')
+    parser.add_argument('--display-iou', type=float, default=0.5,
+                        help='boxes overlapping a better one by more than this IoU are not '
+                        'drawn, whatever their class (default 0.5; 1 draws all)')
+    args = parser.parse_args(argv)
+    if not 0 <= args.score_thr <= 1 or not 0 < args.display_iou <= 1:
+        parser.error(f'--score-thr {args.score_thr} must be in [0, 1] and --display-iou '
+                     f'{args.display_iou} in (0, 1]')
+    return args
 
 
-def tile(images: List[np.ndarray], columns: int) -> np.ndarray:
-    """RGB images of any sizes -> one grid, each cell as large as the largest image."""
-    height = max(image.shape[0] for image in images)
-    width = max(image.shape[1] for image in images)
-    rows = -(-len(images) // columns)
-    columns = min(columns, len(images))
-    grid = np.full((rows * height, columns * width, 3), 255, dtype=np.uint8)
-    for index, image in enumerate(images):
-        row, col = divmod(index, columns)
-        grid[row * height:row * height + image.shape[0],
-             col * width:col * width + image.shape[1]] = image
-    return grid
+def boxes_to_draw(prediction: dict, score_thr: float, iou: float):
+    """(boxes, labels, scores) above ``score_thr``, without the boxes that overlap a higher
+    scoring one of any class by more than ``iou``, best first."""
+    boxes = torch.as_tensor(np.asarray(prediction['bboxes'], dtype=np.float32)).reshape(-1, 4)
+    scores = torch.as_tensor(np.asarray(prediction['scores'], dtype=np.float32))
+    labels = torch.as_tensor(np.asarray(prediction['labels'], dtype=np.int64))
+    above = scores >= score_thr
+    boxes, scores, labels = boxes[above], scores[above], labels[above]
+    keep = nms(boxes, scores, iou) if iou < 1 else torch.argsort(scores, descending=True)
+    return boxes[keep].numpy(), labels[keep].tolist(), scores[keep].tolist(), int(above.sum())
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    require_file(args.config, 'config')
-    require_file(args.checkpoint, 'checkpoint')
-    for path in args.images:
-        require_file(path, 'image')
+    check_image_tool_args(args)
     from mmdet.apis import DetInferencer
     inferencer = DetInferencer(model=args.config, weights=args.checkpoint, device=args.device,
                                show_progress=False)
-    classes = inferencer.model.dataset_meta['classes']
-    result = inferencer(args.images, return_vis=True, pred_score_thr=args.score_thr,
-                        no_save_vis=True)
+    meta = inferencer.model.dataset_meta
+    classes = meta['classes']
+    colors = drawing.class_colors(len(classes))
+    result = inferencer(args.images, no_save_vis=True, no_save_pred=True)
+    tiles = []
     for path, prediction in zip(args.images, result['predictions']):
-        kept = [(label, score, box) for label, score, box in
-                zip(prediction['labels'], prediction['scores'], prediction['bboxes'])
-                if score >= args.score_thr]
-        print(f'{path}: {len(kept)} boxes with score >= {args.score_thr}')
-        for label, score, box in kept:
-            print(f'  {classes[label]:>10s} {score:.2f} ' + ' '.join(f'{v:.0f}' for v in box))
-    out_dir = osp.dirname(osp.abspath(args.out))
-    os.makedirs(out_dir, exist_ok=True)
-    # written under a temporary name and renamed: no half-written picture is left behind
-    partial = args.out + '.partial.png'
-    Image.fromarray(tile(result['visualization'], args.columns)).save(partial)
-    os.replace(partial, args.out)
-    print(f'wrote {args.out}')
+        boxes, labels, scores, above = boxes_to_draw(prediction, args.score_thr,
+                                                     args.display_iou)
+        print(f'{path}: {len(labels)} boxes drawn ({above} with score >= {args.score_thr}, '
+              f'{above - len(labels)} duplicates not drawn)')
+        for box, cls, score in zip(boxes, labels, scores):
+            print(f'  {classes[cls]:>10s} {score:.2f} ' + ' '.join(f'{v:.0f}' for v in box))
+        image, scale = drawing.upscale(Image.open(path).convert('RGB'),
+                                       resample=Image.Resampling.BICUBIC)
+        tile = drawing.draw_boxes(image, boxes, labels, scores, classes, colors, scale)
+        tiles.append(drawing.caption(tile, [(osp.basename(path), (0, 0, 0))]))
+    body = drawing.grid(tiles, args.columns)
+    picture = drawing.compose(
+        body, f'{osp.basename(args.config)}: boxes with score >= {args.score_thr}; overlapping '
+        f'duplicates (IoU > {args.display_iou:g}, any class) not drawn',
+        drawing.legend(classes, colors, body.width))
+    drawing.save_picture(picture, args.out)
     return result
 
 
