@@ -464,6 +464,7 @@ class TNT(BaseModule):
         # Python modulo of sizes into a tensor expression (TensorReferenceAnalysis.python_mod)
         grid = ((height + p - 1) // p, (width + p - 1) // p)
         pad_h, pad_w = grid[0] * p - height, grid[1] * p - width
+        # torch.export would fix the branch taken at the traced size; exported graphs always pad
         if torch.compiler.is_exporting() or pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))  # zeros on the bottom and right
 

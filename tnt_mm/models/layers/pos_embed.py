@@ -18,6 +18,8 @@ def resample_pos_embed(pos_embed: torch.Tensor, old_grid: Tuple[int, int],
     Returns:
         Tensor: (1, num_prefix_tokens + new_h * new_w, C).
     """
+    # exported graphs always resample (bicubic at the same size is the identity), or the
+    # shortcut taken at the traced size would hold for every size
     if not torch.compiler.is_exporting() and tuple(old_grid) == tuple(new_grid):
         return pos_embed
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
