@@ -7,7 +7,6 @@ ADE20K) average over the objects only. Reporting both keeps the number comparabl
 from typing import Optional
 
 import numpy as np
-import torch
 from mmseg.evaluation import IoUMetric as MMSegIoUMetric
 
 from tnt_mm.registry import METRICS
@@ -31,9 +30,8 @@ class IoUMetric(MMSegIoUMetric):
         metrics = super().compute_metrics(results)
         if self.background_index is None or 'mIoU' not in metrics:
             return metrics
-        intersect = sum(r[0] for r in results)
-        union = sum(r[1] for r in results)
-        iou = (intersect / union).numpy() if torch.is_tensor(intersect) else intersect / union
+        totals = [sum(r[i] for r in results) for i in range(4)]
+        iou = np.asarray(self.total_area_to_metrics(*totals, metrics=['mIoU'])['IoU'])
         keep = np.ones(len(iou), dtype=bool)
         keep[self.background_index] = False
         metrics['mIoU_without_background'] = float(np.round(np.nanmean(iou[keep]) * 100, 2))
