@@ -75,6 +75,7 @@ demo-seg: install seg-data
 	@echo "make demo-seg: $$(( $$(date +%s) - $$(cat work_dirs/demo_seg/started) )) s wall time"
 
 demo-seg-trans2seg: install seg-data
+	@mkdir -p work_dirs/demo_seg_trans2seg && date +%s > work_dirs/demo_seg_trans2seg/started
 	$(RUN) tools/train.py configs/demo/seg_shapes.py --work-dir work_dirs/demo_seg_trans2seg
 	$(RUN) tools/test.py configs/demo/seg_shapes.py work_dirs/demo_seg_trans2seg/iter_3200.pth \
 		--work-dir work_dirs/demo_seg_trans2seg \
@@ -82,6 +83,7 @@ demo-seg-trans2seg: install seg-data
 	$(RUN) tools/demo/segment_images.py configs/demo/seg_shapes.py \
 		work_dirs/demo_seg_trans2seg/iter_3200.pth $(SEG_VAL_IMAGES) \
 		--out work_dirs/demo_seg_trans2seg/predictions.png
+	@echo "make demo-seg-trans2seg: $$(( $$(date +%s) - $$(cat work_dirs/demo_seg_trans2seg/started) )) s wall time"
 
 test: install
 	$(RUN) -m pytest tests -q

@@ -7,6 +7,7 @@
   memory: what the GPU compiler enforces and the interpreter does not (dot sizes >= 16, block
   shapes, layouts).
 """
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from helpers import load_tool
 
 from tnt_mm.models.backbones.tnt import TNT, TNTBlock
 from tnt_mm.ops import BackendUnavailableError, inner_backend, inner_transformer, select
-from tnt_mm.ops import triton_kernels
+from tnt_mm.ops import dispatch, triton_kernels
 from tnt_mm.utils.cli import UsageError
 
 # (word width, heads): TNT-Ti, TNT-S, TNT-B
@@ -159,12 +160,27 @@ def test_contract_names_what_it_cannot_run(monkeypatch):
                        training=True) is None
 
 
-def test_auto_never_picks_triton_and_forced_triton_says_why(monkeypatch):
-    """Until the kernels have run on a GPU, auto keeps to the cpu/reference backends (even
-    where the interpreter could run them); a forced triton that cannot run raises."""
+def test_auto_picks_triton_on_gpu_tensors_only_and_forced_triton_says_why(monkeypatch):
+    """auto takes the Triton kernels for CUDA tensors where they can run the input (here CPU
+    tensors stand in for CUDA ones, in the interpreter) and the reference where they cannot;
+    CPU tensors keep the cpu backend even where the interpreter could run them. A forced
+    triton that cannot run raises."""
+    assert triton_kernels.interpreting()  # tests/conftest.py
     words = torch.randn(4, 16, 24)
     params = TNTBlock(24, 384, 16, 4, 6).inner_params()
     assert select(words, params, training=False) == 'cpu_fused'
+    monkeypatch.setattr(dispatch, 'AUTO_TRITON_DEVICES', ('cpu',))
+    assert select(words, params, training=False) == 'triton'
+    dropout = TNTBlock(24, 384, 16, 4, 6, drop=0.1).inner_params()
+    assert select(words, dropout, training=True) == 'reference'  # the kernels have no dropout
+    monkeypatch.setattr(dispatch, 'AUTO_TRITON_DEVICES', ('cuda',))
+    # GPUs the kernels were not built for (before sm_80, or AMD) keep the reference
+    gpu = torch.device('cuda', 0)
+    for capability, hip, built in (((7, 5), None, False), ((8, 0), None, True),
+                                   ((9, 0), None, True), ((9, 4), '6.2', False)):
+        monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda d, c=capability: c)
+        monkeypatch.setattr(torch.version, 'hip', hip)
+        assert triton_kernels.built_for(gpu) is built, (capability, hip)
     monkeypatch.setenv('TNT_MM_INNER_BACKEND', 'triton')
     assert select(words, params, training=False) == 'triton'
     monkeypatch.setattr(triton_kernels, 'interpreting', lambda: False)
@@ -206,6 +222,26 @@ def test_compile_tool_refuses_the_interpreter():
         load_tool('tools/analysis/compile_triton_kernels.py').main([])
     with pytest.raises(UsageError, match='--capability 75 is not one of'):
         load_tool('tools/analysis/compile_triton_kernels.py').main(['--capability', '75'])
+
+
+def test_tune_tool_times_every_setting_current_first(tmp_path, capsys):
+    """tools/analysis/tune_triton_kernels.py in the interpreter (its times mean nothing there):
+    every setting asked for is timed, the current one first (a setting that faults on a GPU
+    leaves the CUDA context unusable), forward settings with more warps than patches are
+    skipped (they faulted on an H200), and the records reach the JSON file."""
+    out = tmp_path / 'tune.json'
+    assert load_tool('tools/analysis/tune_triton_kernels.py').main(
+        ['--arch', 'ti', '--dtype', 'fp32', '--patches', '3', '--forward-patches', '4', '8',
+         '--forward-warps', '4', '8', '--backward-patches', '4', '--backward-warps', '4',
+         '--json', str(out)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith('ti ')]
+    assert 'patches  4 warps 8 skipped' in lines[0]
+    timed = [line for line in lines if 'skipped' not in line]
+    assert timed[0].endswith('(current)') and 'forward  patches  8 warps 4' in timed[0]
+    records = json.loads(out.read_text())['records']
+    assert {(r['kernel'], r['patches'], r['warps']) for r in records} == {
+        ('forward', 4, 4), ('forward', 8, 4), ('forward', 8, 8), ('backward', 4, 4)}
+    assert all(r['ms'] > 0 for r in records)
 
 
 # ------------------------------------------------------------------ on a GPU

@@ -89,6 +89,27 @@ def test_training_suite_runs_end_to_end_on_the_cpu(tmp_path):
     assert 'tnt_mm TNT-S [cpu] / timm DeiT-S: train img/s @224' in result.stdout
 
 
+def test_training_suite_runs_only_the_phases_and_compiled_models_asked_for(tmp_path):
+    """``--phases`` runs part of the suite (a GPU session's minutes go to what is asked) and
+    ``--compile MODEL`` adds only the named compiled rows; a bare ``--compile`` all three."""
+    benchmark = load_benchmark()
+    assert benchmark.suite_rows(['triton'], ['tnt_mm']) == [
+        'tnt_mm TNT-S [triton]', 'timm TNT-S', 'timm DeiT-S', 'tnt_mm TNT-S compiled']
+    assert benchmark.suite_rows(['triton'], None)[-1] == 'timm DeiT-S'
+    assert len(benchmark.suite_rows(['triton'], list(benchmark.COMPILABLE))) == 6
+    out = tmp_path / 'suite.json'
+    result = subprocess.run(
+        [sys.executable, 'tools/analysis/benchmark.py', '--suite', 'training', '--device', 'cpu',
+         '--infer-batch', '1', '--rounds', '1', '--iters', '1', '--phases', 'infer',
+         '--backends', 'reference', '--json', str(out)],
+        capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads(out.read_text())['results']
+    assert set(rows) == {'tnt_mm TNT-S [reference]', 'timm TNT-S', 'timm DeiT-S'}
+    assert all(set(figures) == {'infer img/s @224'} for figures in rows.values())
+    assert 'training at 224' not in result.stdout
+
+
 @pytest.mark.slow
 def test_size_sweep_writes_the_plot_and_its_numbers(tmp_path):
     """`--sweep` at two toy sizes: the three models timed and measured in their own

@@ -1,10 +1,9 @@
 """The fused inner transformer for GPUs, in Triton (kernels in :mod:`.triton_inner`).
 
-Experimental: its outputs and gradients equal the reference's under Triton's interpreter
-(``TRITON_INTERPRET=1``, CPU tensors) and the kernels compile for sm_80 and sm_90
-(``tools/analysis/compile_triton_kernels.py``), both tested without a GPU; it has not yet run
-on a GPU, so ``auto`` never picks it. Ask for it with
-``TNT_MM_INNER_BACKEND=triton`` or ``tnt_mm.ops.inner_backend('triton')``.
+``auto`` picks it for CUDA tensors it can run. Its outputs and gradients equal the
+reference's on an H200 (``tools/analysis/check_triton_gpu.py``) and, in the test suite, under
+Triton's interpreter (``TRITON_INTERPRET=1``, CPU tensors); the kernels compile for sm_80 and
+sm_90 without a GPU (``tools/analysis/compile_triton_kernels.py``).
 
 What it computes: :func:`tnt_mm.ops.reference.inner_transformer`, with stochastic depth, without
 dropout, for float32, float16 and bfloat16 words, under autocast too (the products then take
@@ -22,7 +21,8 @@ WORDS = 16
 HEAD_BLOCK = 16  # the head width is padded to this (tl.dot needs every dimension >= 16)
 HIDDEN_BLOCK = 32  # MLP hidden units per chunk
 MAX_WIDTH = 64  # widest word row one program holds (TNT-B's 40 pads to 64)
-# Patches per program and warps. Chosen from ptxas's report for sm_80, not yet tuned on a GPU:
+# Patches per program and warps, chosen from ptxas's report for sm_80 and checked on an H200
+# (tools/analysis/tune_triton_kernels.py measured faster ones, docs/benchmark.md, not yet checked):
 # the forward fits its registers without spilling at 8 patches (4 warps up to 32 channels,
 # 8 warps for TNT-B's 64); the backward holds about eight (16 P, CP) float32 tiles and still
 # spills a few hundred bytes at 4 patches (about 1 KB for TNT-B and in float32), and TNT-B's
@@ -117,6 +117,15 @@ def _triton_missing() -> Optional[str]:
         except Exception as error:  # not installed, or a broken install
             _import_error = f'{type(error).__name__}: {error}'
     return _import_error or None
+
+
+def built_for(device: torch.device) -> bool:
+    """Whether ``auto`` may pick the kernels on ``device``: NVIDIA GPUs of compute capability
+    8.0 or later, which they were compiled and checked for (TF32 and bfloat16 products need
+    it); any other device only in tests."""
+    if device.type != 'cuda':
+        return True
+    return torch.version.hip is None and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def inner_unsupported(words: torch.Tensor, params: InnerTransformerParams,

@@ -332,13 +332,17 @@ def detector_table(device: str) -> None:
 # small sizes as a smoke test of the script (tests/test_tools/test_benchmark_tool.py).
 TRAIN_BATCH, INFER_BATCH = 128, 256
 DET_SIZE, DET_BATCH = (800, 1344), 2  # 800x1333 padded to a multiple of 32, as mmdet does
+PHASES = ('train', 'infer', 'det')
 
 
-def suite_rows(backends, compile_models: bool) -> List[str]:
+COMPILABLE = {'tnt_mm': OURS, 'timm-tnt': 'timm TNT-S', 'deit': 'timm DeiT-S'}
+
+
+def suite_rows(backends, compile_models) -> List[str]:
+    """The rows: tnt_mm per backend, the references, and the compiled ``compile_models``
+    (keys of :data:`COMPILABLE`)."""
     rows = [f'{OURS} [{b}]' for b in backends] + ['timm TNT-S', 'timm DeiT-S']
-    if compile_models:
-        rows += [f'{OURS} compiled', 'timm TNT-S compiled', 'timm DeiT-S compiled']
-    return rows
+    return rows + [f'{COMPILABLE[m]} compiled' for m in compile_models or ()]
 
 
 def build_for_suite(name: str, img_size, device: str) -> Callable:
@@ -396,9 +400,7 @@ def suite_main(args) -> None:
     backends = args.backends or (['reference', 'triton'] if device == 'cuda'
                                  else ['reference', 'cpu'])
     rows = suite_rows(backends, args.compile)
-    det_size = tuple(args.det_size or DET_SIZE)
     train_batch, infer_batch = args.train_batch or TRAIN_BATCH, args.infer_batch or INFER_BATCH
-    det_batch = args.det_batch or DET_BATCH
     gpu = torch.cuda.get_device_name() if device == 'cuda' else 'none'
     print(f'device: {device} ({gpu}), torch {torch.__version__}, amp: {args.amp or "off"}, '
           f'TF32 matmul: {torch.backends.cuda.matmul.allow_tf32}, rounds: {args.rounds} x '
@@ -448,29 +450,43 @@ def suite_main(args) -> None:
                            verbose=args.verbose)
         for name, seconds in secs.items():
             results[name][column] = figure(seconds)
+            print(f'  {name}: {column} {results[name][column]:.3g}', flush=True)
 
+    phases = args.phases or PHASES
     # training and inference throughput at 224
-    models = {name: build_for_suite(name, (224, 224), device) for name in rows}
-    x = torch.randn(train_batch, 3, 224, 224, device=device)
-    jobs = {}
-    for name, forward in models.items():
-        forward.module.train()
-        optimizer = torch.optim.AdamW(forward.module.parameters(), lr=1e-4,
-                                      fused=device == 'cuda')
-        scaler = torch.amp.GradScaler(device) if scaler_needed else None
-        jobs[name] = train_job(forward, x, optimizer, scaler)
-    measure(jobs, f'training at 224, batch {train_batch}', 'train img/s @224',
-            lambda seconds: train_batch * args.iters / seconds)
-    x = torch.randn(infer_batch, 3, 224, 224, device=device)
-    jobs = {}
-    for name, forward in models.items():
-        forward.module.eval()
-        jobs[name] = infer_job(forward, x)
-    measure(jobs, f'inference at 224, batch {infer_batch}', 'infer img/s @224',
-            lambda seconds: infer_batch * args.iters / seconds)
-    del models, jobs, x
+    if 'train' in phases or 'infer' in phases:
+        models = {name: build_for_suite(name, (224, 224), device) for name in rows}
+    if 'train' in phases:
+        x = torch.randn(train_batch, 3, 224, 224, device=device)
+        jobs = {}
+        for name, forward in models.items():
+            forward.module.train()
+            optimizer = torch.optim.AdamW(forward.module.parameters(), lr=1e-4,
+                                          fused=device == 'cuda')
+            scaler = torch.amp.GradScaler(device) if scaler_needed else None
+            jobs[name] = train_job(forward, x, optimizer, scaler)
+        measure(jobs, f'training at 224, batch {train_batch}', 'train img/s @224',
+                lambda seconds: train_batch * args.iters / seconds)
+    if 'infer' in phases:
+        x = torch.randn(infer_batch, 3, 224, 224, device=device)
+        jobs = {}
+        for name, forward in models.items():
+            forward.module.eval()
+            jobs[name] = infer_job(forward, x)
+        measure(jobs, f'inference at 224, batch {infer_batch}', 'infer img/s @224',
+                lambda seconds: infer_batch * args.iters / seconds)
+    models = jobs = x = None
+    if 'det' in phases:
+        detection_phase(args, rows, results, measure, train_job, scaler_needed)
+    report_suite(args, rows, results, gpu)
 
-    # forward + backward at detection size, with the pyramid
+
+def detection_phase(args, rows, results, measure, train_job, scaler_needed) -> None:
+    """Forward + backward at detection size, with the pyramid; on CUDA also the step's
+    peak memory."""
+    device = args.device
+    det_size = tuple(args.det_size or DET_SIZE)
+    det_batch = args.det_batch or DET_BATCH
     label = f'{det_size[0]}x{det_size[1]}'
     models = {name: build_for_suite(name, det_size, device) for name in rows}
     x = torch.randn(det_batch, 3, *det_size, device=device)
@@ -492,6 +508,8 @@ def suite_main(args) -> None:
             torch.cuda.synchronize()
             results[name][f'peak GB @{label}'] = (torch.cuda.max_memory_allocated() - held) / 1e9
 
+
+def report_suite(args, rows, results, gpu: str) -> None:
     columns = list(results[rows[0]])
     print(f'\n{gpu}, amp {args.amp or "off"}\n')
     print_table(results, columns, '.3g')
@@ -518,9 +536,11 @@ def main() -> None:
     parser.add_argument('--batch', type=int, default=8, help='batch at 224. Defaults to 8')
     parser.add_argument('--no-memory', action='store_true', help='skip the memory children')
     parser.add_argument('--no-train', action='store_true', help='skip forward+backward timing')
-    parser.add_argument('--compile', action='store_true',
-                        help='add a row for tnt_mm TNT-S under torch.compile (forward only; '
-                        'the compile time is printed, not timed)')
+    parser.add_argument('--compile', nargs='*', choices=sorted(COMPILABLE), metavar='MODEL',
+                        help='add rows under torch.compile: the CPU suite, tnt_mm TNT-S forward '
+                        'only; the training suite, the MODELs of '
+                        f'{sorted(COMPILABLE)} (all without a MODEL). The compile time is '
+                        'printed, not timed')
     parser.add_argument('--detector', action='store_true',
                         help='also time a Faster R-CNN TNT-S training step at 800x1333, with and '
                         'without with_cp (separate processes)')
@@ -543,6 +563,9 @@ def main() -> None:
     parser.add_argument('--det-size', type=int, nargs=2, metavar=('H', 'W'),
                         help=f'default {DET_SIZE[0]} {DET_SIZE[1]}')
     parser.add_argument('--det-batch', type=int, help=f'default {DET_BATCH}')
+    parser.add_argument('--phases', nargs='+', choices=PHASES,
+                        help='training suite: training at 224, inference at 224, fwd+bwd at '
+                             'detection size (default: all three)')
     parser.add_argument('--json', help='training suite: also write the results here')
     parser.add_argument('--sweep', action='store_true',
                         help='forward time and peak memory against input size, with a plot')
@@ -554,6 +577,8 @@ def main() -> None:
     parser.add_argument('--child', help=argparse.SUPPRESS)
     parser.add_argument('--detector-child', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.compile == []:  # a bare --compile: every model
+        args.compile = list(COMPILABLE)
     if args.child:
         child(args.child, args.device)
         return

@@ -8,7 +8,9 @@ the CPU; this runs them where they are meant to run:
    precision, plus 1e-3), at 13 patches and at 67,200 (batch 16 at 800x1333);
 2. training with stochastic depth: the same draws and gradients;
 3. a few AdamW steps of TNT-S with each backend, from the same weights: the losses agree;
-4. the inner transformer's time, forward and forward+backward, at 67,200 patches.
+4. the inner transformer's time, forward+backward, at 67,200 patches;
+
+and that ``auto`` picks the Triton kernels for CUDA tensors.
 
 Prints one line per check and exits 1 if any fails. Run it without TRITON_INTERPRET.
 
@@ -43,7 +45,7 @@ def main(argv=None) -> int:
 
     from tnt_mm.models import TNT
     from tnt_mm.models.backbones.tnt import TNTBlock
-    from tnt_mm.ops import inner_backend, inner_transformer, triton_kernels
+    from tnt_mm.ops import inner_backend, inner_transformer, select, triton_kernels
     if triton_kernels.interpreting():
         raise UsageError('TRITON_INTERPRET=1 would run the kernels in the interpreter; unset it')
 
@@ -60,6 +62,10 @@ def main(argv=None) -> int:
         return [out.detach(), *torch.autograd.grad(out, inputs, grad_out)]
 
     print(f'{torch.cuda.get_device_name()}, torch {torch.__version__}')
+    block = TNTBlock(24, 384, 16, 4, 6).cuda()
+    chosen = select(torch.randn(4, 16, 24, device='cuda'), block.inner_params(), False)
+    report('auto picks the Triton kernels for CUDA tensors', chosen == 'triton',
+           f'auto chose {chosen!r}')
     # 1. outputs and gradients
     for arch, (width, heads) in WIDTHS.items():
         for patches in (13, args.large):
