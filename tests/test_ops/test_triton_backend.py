@@ -189,6 +189,43 @@ def test_auto_picks_triton_on_gpu_tensors_only_and_forced_triton_says_why(monkey
         inner_transformer(words, params)
 
 
+def test_compiled_graphs_call_the_kernels_as_custom_ops_when_asked(monkeypatch):
+    """Under torch.compile a forced triton backend runs the kernels as custom ops in one graph
+    (fullgraph: no break), with the reference's outputs and gradients; auto keeps the reference
+    ops in graphs, and torch.export refuses a forced triton."""
+    launches = []
+    launch = triton_kernels._launch
+    monkeypatch.setattr(triton_kernels, '_launch',
+                        lambda one: (launches.append(one.kernel), launch(one))[1])
+    params = random_block(24, 4).inner_params()
+    words = torch.randn(5, 16, 24, requires_grad=True)
+    grad_out = torch.randn(5, 16, 24)
+    inputs = [words] + [t for t in params if isinstance(t, torch.Tensor)]
+    compiled = torch.compile(lambda w: inner_transformer(w, params), fullgraph=True)
+    with inner_backend('reference'):
+        expected = run(params, words, grad_out)
+    torch._dynamo.reset()
+    with inner_backend('triton'):
+        out = compiled(words)
+        got = out.detach(), torch.autograd.grad(out, inputs, grad_out)
+    assert launches == ['inner_transformer_fwd', 'inner_transformer_bwd']
+    assert relative_error(got[0], expected[0]) < 1e-4
+    for g, e in zip(got[1], expected[1]):
+        assert relative_error(g, e) < 1e-4
+    launches.clear()
+    torch._dynamo.reset()
+    monkeypatch.setattr(dispatch, 'AUTO_TRITON_DEVICES', ('cpu',))  # eager auto would pick it
+    torch.autograd.grad(compiled(words), inputs, grad_out)
+    assert launches == []
+
+    class Inner(torch.nn.Module):
+        def forward(self, w):
+            return inner_transformer(w, params)
+
+    with inner_backend('triton'), pytest.raises(Exception, match='torch.export graphs keep'):
+        torch.export.export(Inner(), (words.detach(),))
+
+
 def test_double_backward_raises(interpreter):
     params = random_block(24, 4).inner_params()
     words = torch.randn(3, 16, 24, requires_grad=True)

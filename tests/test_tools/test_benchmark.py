@@ -94,9 +94,10 @@ def test_training_suite_runs_only_the_phases_and_compiled_models_asked_for(tmp_p
     ``--compile MODEL`` adds only the named compiled rows; a bare ``--compile`` all three."""
     benchmark = load_benchmark()
     assert benchmark.suite_rows(['triton'], ['tnt_mm']) == [
-        'tnt_mm TNT-S [triton]', 'timm TNT-S', 'timm DeiT-S', 'tnt_mm TNT-S compiled']
+        'tnt_mm TNT-S [triton]', 'timm TNT-S', 'timm DeiT-S', 'tnt_mm TNT-S [triton] compiled']
     assert benchmark.suite_rows(['triton'], None)[-1] == 'timm DeiT-S'
-    assert len(benchmark.suite_rows(['triton'], list(benchmark.COMPILABLE))) == 6
+    assert len(benchmark.suite_rows(['reference', 'triton'], list(benchmark.COMPILABLE))) == 8
+    assert 'tnt_mm TNT-S [cpu] compiled' not in benchmark.suite_rows(['cpu'], ['tnt_mm'])
     out = tmp_path / 'suite.json'
     result = subprocess.run(
         [sys.executable, 'tools/analysis/benchmark.py', '--suite', 'training', '--device', 'cpu',

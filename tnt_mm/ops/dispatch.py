@@ -6,9 +6,11 @@ Backends:
 - ``cpu``: the fused C++ kernels (:mod:`tnt_mm.ops.cpu_kernels`): the whole inner transformer
   in one kernel where its contract holds, else the reference with the word-attention kernel.
 - ``triton``: the fused Triton kernels (:mod:`tnt_mm.ops.triton_kernels`), for CUDA tensors
-  (CPU tensors in Triton's interpreter, ``TRITON_INTERPRET=1``, for tests).
+  (CPU tensors in Triton's interpreter, ``TRITON_INTERPRET=1``, for tests); in torch.compile
+  graphs as custom ops, when asked for.
 - ``auto`` (default): on CUDA tensors ``triton`` where it can run the input (NVIDIA GPUs of
-  compute capability 8.0 or later); on CPU tensors ``cpu`` where it can; else ``reference``.
+  compute capability 8.0 or later; eager only); on CPU tensors ``cpu`` where it can; else
+  ``reference``.
 
 The choice is made per call from, in order: the innermost :func:`inner_backend` context, the
 environment variable ``TNT_MM_INNER_BACKEND``, ``auto``. A forced backend that cannot run the
@@ -92,9 +94,9 @@ def select(words: torch.Tensor, params: InnerTransformerParams, training: bool) 
         return 'reference'
     if backend == 'auto' and words.device.type in AUTO_TRITON_DEVICES:
         # equal to the reference on an H200 and 2x (fp32) to 9x (bf16) faster than it
-        # (tools/analysis/check_triton_gpu.py); graphs, dropout and GPUs the kernels were not
-        # built for keep the reference
-        if (triton_kernels.built_for(words.device)
+        # (tools/analysis/check_triton_gpu.py); graphs (not yet run compiled on a GPU),
+        # dropout and GPUs the kernels were not built for keep the reference
+        if (triton_kernels.built_for(words.device) and reference.graph_capture() is None
                 and triton_kernels.inner_unsupported(words, params, training) is None):
             return 'triton'
         return 'reference'

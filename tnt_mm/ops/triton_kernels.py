@@ -34,6 +34,8 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _import_error: Optional[str] = None
 
 
+# The two probes are constants of the process; graphs take their value rather than trace them.
+@torch.compiler.assume_constant_result
 def interpreting() -> bool:
     """Whether the kernels run in Triton's interpreter: as they were defined if they have been,
     else as ``TRITON_INTERPRET`` says."""
@@ -108,6 +110,7 @@ def _fix_interpreter_bf16() -> None:
         builder.cast_impl = cast_impl_bf16  # create_fp_trunc calls it
 
 
+@torch.compiler.assume_constant_result
 def _triton_missing() -> Optional[str]:
     global _import_error
     if _import_error is None:
@@ -152,6 +155,10 @@ def inner_unsupported(words: torch.Tensor, params: InnerTransformerParams,
         return 'dropout in training (the kernels have stochastic depth but no dropout)'
     if words.numel() >= 2 ** 31:
         return f'the input has {words.numel()} elements; the kernels index with 32 bits'
+    if _compiling() and not getattr(torch.compiler, 'is_exporting', lambda: False)():
+        # torch.compile graphs call the kernels as opaque custom ops (see _compiled_ops)
+        return None if COMPILED_OPS else ('torch.compile needs torch.library.custom_op '
+                                          '(torch >= 2.4) to call the kernels')
     return graph_capture()
 
 
@@ -322,17 +329,84 @@ def _stochastic_depth_scales(words: torch.Tensor, p: float) -> torch.Tensor:
     return noise.div_(survival) if survival > 0 else noise
 
 
+# ------------------------------------------------------------------ torch.compile
+# Graphs cannot trace into the launches (Python objects, Triton's own dispatch), so under
+# torch.compile the kernels are custom ops: opaque nodes with a shape-only fake version and an
+# autograd formula, called by the compiled graph like any aten op.
+def _compiling() -> bool:
+    return getattr(torch.compiler, 'is_compiling', lambda: False)()
+
+
+def _op_params(weights: List[torch.Tensor], num_heads: int, eps: float) -> InnerTransformerParams:
+    """The params :func:`launch_config` reads, rebuilt from the ops' flat arguments."""
+    (norm1_w, norm1_b, qk_w, v_w, proj_w, proj_b, norm2_w, norm2_b,
+     fc1_w, fc1_b, fc2_w, fc2_b) = weights
+    return InnerTransformerParams(norm1_w, norm1_b, qk_w, None, v_w, None, proj_w, proj_b,
+                                  norm2_w, norm2_b, fc1_w, fc1_b, fc2_w, fc2_b, num_heads, eps)
+
+
+def _forward_op(words: torch.Tensor, weights: List[torch.Tensor],
+                keep_attn: Optional[torch.Tensor], keep_mlp: Optional[torch.Tensor],
+                num_heads: int, eps: float, dtype: torch.dtype) -> torch.Tensor:
+    config = launch_config(words.shape[-1], _op_params(weights, num_heads, eps), dtype)
+    keep = None if keep_attn is None else (keep_attn, keep_mlp)
+    return _forward(words, weights, keep, eps, config)
+
+
+def _backward_op(words: torch.Tensor, grad_out: torch.Tensor, weights: List[torch.Tensor],
+                 keep_attn: Optional[torch.Tensor], keep_mlp: Optional[torch.Tensor],
+                 num_heads: int, eps: float, dtype: torch.dtype) -> List[torch.Tensor]:
+    config = launch_config(words.shape[-1], _op_params(weights, num_heads, eps), dtype)
+    keep = None if keep_attn is None else (keep_attn, keep_mlp)
+    return list(_backward(words, grad_out, weights, keep, eps, config))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    words, weights, keep_attn, keep_mlp, num_heads, eps, dtype = inputs
+    ctx.save_for_backward(words, keep_attn, keep_mlp, *weights)
+    ctx.settings = num_heads, eps, dtype
+
+
+def _op_backward(ctx, grad_out):
+    words, keep_attn, keep_mlp, *weights = ctx.saved_tensors
+    grad_words, *grad_weights = COMPILED_OPS[1](words, grad_out.contiguous(), weights, keep_attn,
+                                                keep_mlp, *ctx.settings)
+    return grad_words, grad_weights, None, None, None, None, None
+
+
+def _define_compiled_ops() -> Optional[tuple]:
+    """(forward, backward) as custom ops, or None without ``torch.library.custom_op`` (torch
+    before 2.4). Defined at import: an op cannot be defined while a graph is traced."""
+    if not hasattr(torch.library, 'custom_op'):
+        return None
+    forward_op = torch.library.custom_op('tnt_mm::triton_inner_forward', _forward_op,
+                                         mutates_args=())
+    forward_op.register_fake(lambda words, *args: torch.empty_like(words))
+    backward_op = torch.library.custom_op('tnt_mm::triton_inner_backward', _backward_op,
+                                          mutates_args=())
+    backward_op.register_fake(lambda words, grad_out, weights, *args: (
+        [torch.empty_like(words)] + [torch.empty_like(w) for w in weights]))
+    forward_op.register_autograd(_op_backward, setup_context=_setup_context)
+    return forward_op, backward_op
+
+
+COMPILED_OPS = _define_compiled_ops()
+
+
 def inner_transformer(words: torch.Tensor, params: InnerTransformerParams,
                       training: bool = False) -> torch.Tensor:
     """The kernels of :func:`tnt_mm.ops.reference.inner_transformer` (no dropout; stochastic
     depth in ``training``) on ``words`` (N, 16, c). Differentiable with respect to the words
     and every weight."""
     weights = _weights(params)
-    config = launch_config(words.shape[-1], params, _compute_dtype(words))
     keep_attn = keep_mlp = None
     if training and params.drop_path:
         keep_attn = _stochastic_depth_scales(words, params.drop_path)
         keep_mlp = _stochastic_depth_scales(words, params.drop_path)
+    if _compiling():
+        return COMPILED_OPS[0](words.contiguous(), weights, keep_attn, keep_mlp,
+                               params.num_heads, params.eps, _compute_dtype(words))
+    config = launch_config(words.shape[-1], params, _compute_dtype(words))
     if torch.is_grad_enabled() and (words.requires_grad or any(w.requires_grad for w in weights)):
         return _InnerTransformer.apply(words, keep_attn, keep_mlp, params.eps, config, *weights)
     keep = None if keep_attn is None else (keep_attn, keep_mlp)
