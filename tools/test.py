@@ -18,7 +18,7 @@ from mmengine.config import Config
 from tnt_mm.utils.cli import UsageError, require_file, run_cli
 from tnt_mm.utils.config import add_runner_args, export_local_rank, load_config
 from tnt_mm.utils.data_check import check_data
-from tnt_mm.utils.dist import build_runner, close_distributed
+from tnt_mm.utils.dist import build_runner, exit_distributed
 
 
 def parse_args(argv=None):
@@ -76,7 +76,7 @@ def main(argv=None) -> dict:
         if args.out:
             os.replace(tmp, args.out)
         print(format_metrics(metrics))
-    close_distributed()
+    exit_distributed()
     return metrics
 
 

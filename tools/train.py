@@ -24,7 +24,7 @@ from tnt_mm.utils.cli import UsageError, require_file, run_cli
 from tnt_mm.utils.config import (add_runner_args, check_checkpoints, export_local_rank,
                                  load_config)
 from tnt_mm.utils.data_check import check_data
-from tnt_mm.utils.dist import build_runner, close_distributed
+from tnt_mm.utils.dist import build_runner, exit_distributed
 
 
 def parse_args(argv=None):
@@ -89,9 +89,9 @@ def main(argv=None) -> None:
             print(f'preempted: {stop}\nresume with: python tools/train.py {args.config} '
                   f'--work-dir {cfg.work_dir} --resume (or the same launcher with --resume)',
                   file=sys.stderr)
-        close_distributed()
+        exit_distributed(PREEMPTED_EXIT_CODE)
         sys.exit(PREEMPTED_EXIT_CODE)
-    close_distributed()
+    exit_distributed()
 
 
 if __name__ == '__main__':

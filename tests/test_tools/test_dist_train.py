@@ -1,4 +1,5 @@
-"""Two training processes on the CPU (torchrun, gloo) through tools/dist_train.sh."""
+"""Two training processes on the CPU (torchrun, gloo) through tools/dist_train.sh, then two
+evaluation processes through tools/dist_test.sh."""
 import os
 import os.path as osp
 import socket
@@ -42,3 +43,17 @@ def test_two_process_cpu_training(tmp_path, toy_cls_data):
                     for f in files if f.endswith('.log'))).read()
     assert 'Distributed training: True' in log
     assert 'accuracy/top1' in log
+
+    # Two evaluation processes on the checkpoint (tools/dist_test.sh): the ranks leave through
+    # tnt_mm.utils.dist.exit_distributed, which must not lose the output it flushes.
+    out = tmp_path / 'results.pkl'
+    env['PORT'] = str(free_port())
+    result = subprocess.run(
+        ['bash', 'tools/dist_test.sh', 'configs/demo/cls_shapes.py',
+         osp.join(work_dir, 'epoch_2.pth'), '2', '--work-dir', work_dir, '--out', str(out),
+         '--cfg-options', 'model.backbone.pretrain_img_size=32', 'test_dataloader.num_workers=0',
+         'test_dataloader.persistent_workers=False', f'test_dataloader.dataset.data_root={data}'],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count('| accuracy/top1 |') == 1  # rank 0 prints the table
+    assert out.is_file() and not (tmp_path / 'results.partial.pkl').exists()

@@ -4,6 +4,10 @@ mmengine 0.10.7 cannot do this on its own: its ``init_dist`` always calls
 ``torch.cuda.set_device``, and its default DDP wrapper passes ``device_ids=[LOCAL_RANK]``, which
 DDP rejects for CPU modules. With a GPU the normal mmengine path applies and this does nothing.
 """
+import logging
+import os
+import sys
+
 import torch
 import torch.distributed as dist
 from mmengine.config import Config
@@ -36,10 +40,21 @@ def build_runner(cfg: Config):
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
 
-def close_distributed() -> None:
-    """Leave the process group once training is over. mmengine never does; a gloo group left to
-    the interpreter's exit sometimes aborted a rank ("terminate called without an active
-    exception", SIGABRT) after a complete run, so the launcher reported a failure."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+def exit_distributed(exit_code: int = 0) -> None:
+    """End a distributed run's process once its work is done: every rank leaves the process
+    group, flushes its logs and output, and exits with ``exit_code`` without the interpreter's
+    finalization. Does nothing (and returns) outside a distributed run.
+
+    Why not a normal exit: DDP's C++ reducer keeps the gloo group alive after
+    ``destroy_process_group`` (a weak reference to it survives ``del model``), so the group's
+    worker threads were torn down during finalization, and a rank sometimes aborted there
+    ("terminate called without an active exception", SIGABRT) after a complete run, which
+    torchrun reported as a failure."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    dist.destroy_process_group()
+    logging.shutdown()  # mmengine's log files
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)
