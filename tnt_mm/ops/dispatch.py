@@ -28,7 +28,6 @@ from . import cpu_kernels, reference, triton_kernels
 from .params import InnerTransformerParams
 
 BACKENDS = ('auto', 'reference', 'cpu', 'triton')
-AUTO_TRITON_DEVICES = ('cuda',)  # where auto prefers the Triton kernels
 ENV_VAR = 'TNT_MM_INNER_BACKEND'
 LEGACY_ENV_VAR = 'TNT_MM_WORD_KERNEL'  # '0' meant reference; removed in the next release
 
@@ -92,11 +91,11 @@ def select(words: torch.Tensor, params: InnerTransformerParams, training: bool) 
     backend = requested_backend()
     if backend == 'reference':
         return 'reference'
-    if backend == 'auto' and words.device.type in AUTO_TRITON_DEVICES:
+    if backend == 'auto' and triton_kernels.built_for(words.device):
         # equal to the reference on an H200 and 2x (fp32) to 9x (bf16) faster than it
-        # (tools/analysis/check_triton_gpu.py); graphs (not yet run compiled on a GPU),
-        # dropout and GPUs the kernels were not built for keep the reference
-        if (triton_kernels.built_for(words.device) and reference.graph_capture() is None
+        # (tools/analysis/check_triton_gpu.py); graphs (not yet run compiled on a GPU) and
+        # dropout keep the reference
+        if (reference.graph_capture() is None
                 and triton_kernels.inner_unsupported(words, params, training) is None):
             return 'triton'
         return 'reference'

@@ -24,9 +24,7 @@ def graph_capture() -> Optional[str]:
     torch.export): graphs keep the reference ops. None in eager mode."""
     if torch.jit.is_tracing() or torch.jit.is_scripting():
         return 'TorchScript tracing/scripting records the reference ops only'
-    # both checks exist only in newer torch versions
-    if any(getattr(torch.compiler, name, lambda: False)()
-           for name in ('is_compiling', 'is_exporting')):
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
         return 'torch.compile / torch.export graphs keep the reference ops'
     return None
 

@@ -125,10 +125,9 @@ def _triton_missing() -> Optional[str]:
 def built_for(device: torch.device) -> bool:
     """Whether ``auto`` may pick the kernels on ``device``: NVIDIA GPUs of compute capability
     8.0 or later, which they were compiled and checked for (TF32 and bfloat16 products need
-    it); any other device only in tests."""
-    if device.type != 'cuda':
-        return True
-    return torch.version.hip is None and torch.cuda.get_device_capability(device) >= (8, 0)
+    it)."""
+    return (device.type == 'cuda' and torch.version.hip is None
+            and torch.cuda.get_device_capability(device) >= (8, 0))
 
 
 def inner_unsupported(words: torch.Tensor, params: InnerTransformerParams,
@@ -155,10 +154,8 @@ def inner_unsupported(words: torch.Tensor, params: InnerTransformerParams,
         return 'dropout in training (the kernels have stochastic depth but no dropout)'
     if words.numel() >= 2 ** 31:
         return f'the input has {words.numel()} elements; the kernels index with 32 bits'
-    if _compiling() and not getattr(torch.compiler, 'is_exporting', lambda: False)():
-        # torch.compile graphs call the kernels as opaque custom ops (see _compiled_ops)
-        return None if COMPILED_OPS else ('torch.compile needs torch.library.custom_op '
-                                          '(torch >= 2.4) to call the kernels')
+    if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+        return None  # torch.compile graphs call the kernels as custom ops (_forward_op)
     return graph_capture()
 
 
@@ -216,6 +213,10 @@ class Launch(NamedTuple):
     num_stages: int = 1
 
 
+def forward_warps(config: dict) -> int:
+    return 4 if config['CP'] <= 32 else 8
+
+
 def forward_launch(words, weights, keep, eps, config) -> Tuple[Launch, torch.Tensor]:
     """The forward kernel's launch, and the tensor it writes the output to."""
     out = torch.empty_like(words)
@@ -225,7 +226,7 @@ def forward_launch(words, weights, keep, eps, config) -> Tuple[Launch, torch.Ten
         'inner_transformer_fwd', (_cdiv(rows, FORWARD_PATCHES * WORDS),),
         [words, out, *weights, keep_attn, keep_mlp, rows, eps, config['HD'] ** -0.5],
         dict(config, P=FORWARD_PATCHES, HAS_DROP_PATH=keep is not None),
-        4 if config['CP'] <= 32 else 8), out
+        forward_warps(config)), out
 
 
 def backward_launch(words, grad_out, weights, keep, eps,
@@ -299,27 +300,6 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-class _InnerTransformer(torch.autograd.Function):
-    """The fused kernels as an autograd op: only the words, the weights and the stochastic
-    depth draws are kept for the backward pass, which recomputes the activations."""
-
-    @staticmethod
-    def forward(ctx, words, keep_attn, keep_mlp, eps, config, *weights):
-        keep = None if keep_attn is None else (keep_attn, keep_mlp)
-        ctx.save_for_backward(words, keep_attn, keep_mlp, *weights)
-        ctx.eps, ctx.config = eps, config
-        return _forward(words, weights, keep, eps, config)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        words, keep_attn, keep_mlp, *weights = ctx.saved_tensors
-        keep = None if keep_attn is None else (keep_attn, keep_mlp)
-        grad_words, *grad_weights = _backward(words, grad_out, weights, keep, ctx.eps,
-                                              ctx.config)
-        return (grad_words, None, None, None, None, *grad_weights)
-
-
 def _stochastic_depth_scales(words: torch.Tensor, p: float) -> torch.Tensor:
     """Per-patch scales of one residual branch, drawn as torchvision's ``stochastic_depth``
     (mode 'row') draws them, so that a seeded run keeps or drops the same patches."""
@@ -329,14 +309,11 @@ def _stochastic_depth_scales(words: torch.Tensor, p: float) -> torch.Tensor:
     return noise.div_(survival) if survival > 0 else noise
 
 
-# ------------------------------------------------------------------ torch.compile
-# Graphs cannot trace into the launches (Python objects, Triton's own dispatch), so under
-# torch.compile the kernels are custom ops: opaque nodes with a shape-only fake version and an
-# autograd formula, called by the compiled graph like any aten op.
-def _compiling() -> bool:
-    return getattr(torch.compiler, 'is_compiling', lambda: False)()
-
-
+# ------------------------------------------------------------------ autograd ops
+# The kernels as two custom ops: eager code calls them like any aten op, and torch.compile
+# graphs keep them as opaque nodes (graphs cannot trace into the launches). Only the words, the
+# weights and the stochastic depth draws are kept for the backward pass, which recomputes the
+# activations; the backward op itself is not differentiable.
 def _op_params(weights: List[torch.Tensor], num_heads: int, eps: float) -> InnerTransformerParams:
     """The params :func:`launch_config` reads, rebuilt from the ops' flat arguments."""
     (norm1_w, norm1_b, qk_w, v_w, proj_w, proj_b, norm2_w, norm2_b,
@@ -345,6 +322,7 @@ def _op_params(weights: List[torch.Tensor], num_heads: int, eps: float) -> Inner
                                   norm2_w, norm2_b, fc1_w, fc1_b, fc2_w, fc2_b, num_heads, eps)
 
 
+@torch.library.custom_op('tnt_mm::triton_inner_forward', mutates_args=())
 def _forward_op(words: torch.Tensor, weights: List[torch.Tensor],
                 keep_attn: Optional[torch.Tensor], keep_mlp: Optional[torch.Tensor],
                 num_heads: int, eps: float, dtype: torch.dtype) -> torch.Tensor:
@@ -353,12 +331,23 @@ def _forward_op(words: torch.Tensor, weights: List[torch.Tensor],
     return _forward(words, weights, keep, eps, config)
 
 
+@torch.library.custom_op('tnt_mm::triton_inner_backward', mutates_args=())
 def _backward_op(words: torch.Tensor, grad_out: torch.Tensor, weights: List[torch.Tensor],
                  keep_attn: Optional[torch.Tensor], keep_mlp: Optional[torch.Tensor],
                  num_heads: int, eps: float, dtype: torch.dtype) -> List[torch.Tensor]:
     config = launch_config(words.shape[-1], _op_params(weights, num_heads, eps), dtype)
     keep = None if keep_attn is None else (keep_attn, keep_mlp)
     return list(_backward(words, grad_out, weights, keep, eps, config))
+
+
+@_forward_op.register_fake
+def _(words, *args):
+    return torch.empty_like(words)
+
+
+@_backward_op.register_fake
+def _(words, grad_out, weights, *args):
+    return [torch.empty_like(words)] + [torch.empty_like(w) for w in weights]
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -369,28 +358,12 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _op_backward(ctx, grad_out):
     words, keep_attn, keep_mlp, *weights = ctx.saved_tensors
-    grad_words, *grad_weights = COMPILED_OPS[1](words, grad_out.contiguous(), weights, keep_attn,
-                                                keep_mlp, *ctx.settings)
+    grad_words, *grad_weights = _backward_op(words, grad_out.contiguous(), weights, keep_attn,
+                                             keep_mlp, *ctx.settings)
     return grad_words, grad_weights, None, None, None, None, None
 
 
-def _define_compiled_ops() -> Optional[tuple]:
-    """(forward, backward) as custom ops, or None without ``torch.library.custom_op`` (torch
-    before 2.4). Defined at import: an op cannot be defined while a graph is traced."""
-    if not hasattr(torch.library, 'custom_op'):
-        return None
-    forward_op = torch.library.custom_op('tnt_mm::triton_inner_forward', _forward_op,
-                                         mutates_args=())
-    forward_op.register_fake(lambda words, *args: torch.empty_like(words))
-    backward_op = torch.library.custom_op('tnt_mm::triton_inner_backward', _backward_op,
-                                          mutates_args=())
-    backward_op.register_fake(lambda words, grad_out, weights, *args: (
-        [torch.empty_like(words)] + [torch.empty_like(w) for w in weights]))
-    forward_op.register_autograd(_op_backward, setup_context=_setup_context)
-    return forward_op, backward_op
-
-
-COMPILED_OPS = _define_compiled_ops()
+_forward_op.register_autograd(_op_backward, setup_context=_setup_context)
 
 
 def inner_transformer(words: torch.Tensor, params: InnerTransformerParams,
@@ -403,11 +376,5 @@ def inner_transformer(words: torch.Tensor, params: InnerTransformerParams,
     if training and params.drop_path:
         keep_attn = _stochastic_depth_scales(words, params.drop_path)
         keep_mlp = _stochastic_depth_scales(words, params.drop_path)
-    if _compiling():
-        return COMPILED_OPS[0](words.contiguous(), weights, keep_attn, keep_mlp,
-                               params.num_heads, params.eps, _compute_dtype(words))
-    config = launch_config(words.shape[-1], params, _compute_dtype(words))
-    if torch.is_grad_enabled() and (words.requires_grad or any(w.requires_grad for w in weights)):
-        return _InnerTransformer.apply(words, keep_attn, keep_mlp, params.eps, config, *weights)
-    keep = None if keep_attn is None else (keep_attn, keep_mlp)
-    return _forward(words, weights, keep, params.eps, config)
+    return _forward_op(words.contiguous(), weights, keep_attn, keep_mlp, params.num_heads,
+                       params.eps, _compute_dtype(words))

@@ -329,12 +329,10 @@ def detector_table(device: str) -> None:
 # ------------------------------------------------------------------------------ training suite
 # What users run on GPUs: training and inference throughput at 224, and a detection-size
 # forward+backward with the pyramid. The default for --device cuda; on the CPU it runs with
-# small sizes as a smoke test of the script (tests/test_tools/test_benchmark_tool.py).
+# small sizes as a smoke test of the script (tests/test_tools/test_benchmark.py).
 TRAIN_BATCH, INFER_BATCH = 128, 256
 DET_SIZE, DET_BATCH = (800, 1344), 2  # 800x1333 padded to a multiple of 32, as mmdet does
 PHASES = ('train', 'infer', 'det')
-
-
 COMPILABLE = {'tnt_mm': OURS, 'timm-tnt': 'timm TNT-S', 'deit': 'timm DeiT-S'}
 
 

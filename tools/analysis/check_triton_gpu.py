@@ -8,8 +8,8 @@ the CPU; this runs them where they are meant to run:
    precision, plus 1e-3), at 13 patches and at 67,200 (batch 16 at 800x1333);
 2. training with stochastic depth: the same draws and gradients;
 3. a few AdamW steps of TNT-S with each backend, from the same weights: the losses agree;
-4. the inner transformer's time, forward+backward, at 67,200 patches;
-5. TNT-S under torch.compile with the kernels forced (custom ops in the graph) against eager;
+4. TNT-S under torch.compile with the kernels forced (custom ops in the graph) against eager;
+5. the inner transformer's time, forward+backward, at 67,200 patches;
 
 and that ``auto`` picks the Triton kernels for CUDA tensors.
 
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
            f'{[round(v, 4) for v in losses["reference"]]}; largest relative difference '
            f'{diff:.1e}')
 
-    # 5 (printed before 4). torch.compile: the kernels as custom ops inside the graph
+    # 4. torch.compile: the kernels as custom ops inside the graph
     torch.manual_seed(0)
     model = TNT('small', out_type='cls_token').cuda().eval()
     x = torch.randn(8, 3, 224, 224, device='cuda')
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     report('TNT-S under torch.compile with the kernels as custom ops, bf16', error < 2e-2,
            f'relative difference to eager {error:.1e}')
 
-    # 4. time of the inner transformer alone
+    # 5. time of the inner transformer alone
     block = TNTBlock(24, 384, 16, 4, 6).cuda()
     params = block.inner_params()
     for dtype_name in ('fp32', 'bf16'):

@@ -74,8 +74,7 @@ def main(argv=None) -> int:
         words = torch.randn(args.patches, 16, width, device=device, dtype=dtype)
         grad_out = torch.randn_like(words)
         config = tk.launch_config(width, params, dtype)
-        default_forward_warps = tk.forward_launch(words[:1], weights, None, 1e-5,
-                                                  config)[0].num_warps
+        default_forward_warps = tk.forward_warps(config)
         rows = []
         forward_settings = itertools.product(args.forward_patches, args.forward_warps)
         for patches, warps in (forward_settings if 'forward' in args.kernel else ()):
