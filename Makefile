@@ -1,14 +1,26 @@
 # The two commands a newcomer runs: `make demo` and `make test`. Both install first.
 VENV   ?= .venv
-PYTHON := $(VENV)/bin/python
+# not PYTHON: that one, from the environment, names the interpreter tools/install.sh builds on
+VENV_PYTHON := $(VENV)/bin/python
 # 2 threads on the 2-core reference machine; override with e.g. `make test THREADS=8`.
 THREADS ?= 2
-RUN    := OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(PYTHON)
+# extra arguments for tools/train.py in the demos, e.g. `make demo TRAIN_ARGS=--amp` on a GPU
+TRAIN_ARGS ?=
+RUN    := OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(VENV_PYTHON)
 
-.PHONY: install demo det-data demo-chain demo-backbone demo-cls demo-seg demo-seg-trans2seg seg-data test test-quick flops bench bench-gpu clean
+.PHONY: install wheelhouse demo det-data demo-chain demo-backbone demo-cls demo-seg demo-seg-trans2seg seg-data test test-quick flops bench bench-gpu clean
 
 install:
 	bash tools/install.sh
+
+# Every file `make install` needs, for an install with no network (WHEELHOUSE=DIR make install):
+# `make wheelhouse WHEELHOUSE=DIR [PYTHON_VERSION=3.12] [TORCH=system] [TNT_MM_MMCV_OPS=cuda]
+# [HAVE=FILE of packages the target has]`.
+wheelhouse:
+	@test -n "$(WHEELHOUSE)" || { echo "usage: make wheelhouse WHEELHOUSE=DIR [PYTHON_VERSION=3.12]"; exit 2; }
+	$${PYTHON:-python3} tools/wheelhouse.py $(WHEELHOUSE) --torch $(or $(TORCH),pip) \
+		--mmcv-ops $(if $(filter cuda,$(TNT_MM_MMCV_OPS)),cuda,cpu) \
+		$(if $(PYTHON_VERSION),--python-version $(PYTHON_VERSION)) $(if $(HAVE),--have $(HAVE))
 
 # The main job: Faster R-CNN + FPN with a small TNT, trained through mmdet on generated shapes
 # (COCO layout), evaluated with COCO AP, predictions drawn in work_dirs/demo_det/predictions.png.
@@ -20,7 +32,7 @@ det-data:
 
 demo: install det-data
 	@mkdir -p work_dirs/demo_det && date +%s > work_dirs/demo_det/started
-	$(RUN) tools/train.py configs/demo/det_shapes.py --work-dir work_dirs/demo_det
+	$(RUN) tools/train.py configs/demo/det_shapes.py --work-dir work_dirs/demo_det $(TRAIN_ARGS)
 	$(RUN) tools/test.py configs/demo/det_shapes.py $(DET_CKPT) --work-dir work_dirs/demo_det
 	$(RUN) tools/demo/detect_image.py configs/demo/det_shapes.py $(DET_CKPT) \
 		$(DET_DATA)/val2017/00000[1-8].png --out work_dirs/demo_det/predictions.png
@@ -39,7 +51,7 @@ demo-cls: install
 	@mkdir -p work_dirs/demo_cls && date +%s > work_dirs/demo_cls/started
 	$(CLS_DATA_CHECK) || $(RUN) tools/data/make_shapes.py imagenet $(CLS_DATA) \
 		--num-train 9600 --num-val 600
-	$(RUN) tools/train.py configs/demo/cls_shapes.py --work-dir work_dirs/demo_cls
+	$(RUN) tools/train.py configs/demo/cls_shapes.py --work-dir work_dirs/demo_cls $(TRAIN_ARGS)
 	$(RUN) tools/test.py configs/demo/cls_shapes.py $(CLS_CKPT) \
 		--work-dir work_dirs/demo_cls
 	$(RUN) tools/demo/classify_images.py configs/demo/cls_shapes.py $(CLS_CKPT) \
@@ -49,7 +61,7 @@ demo-cls: install
 # The pretrain-to-detection chain in miniature: the classification demo's checkpoint
 # initialises the detection demo's backbone (configs/demo/det_shapes_chain.py).
 demo-chain: demo-cls det-data
-	$(RUN) tools/train.py configs/demo/det_shapes_chain.py --work-dir work_dirs/demo_det_chain
+	$(RUN) tools/train.py configs/demo/det_shapes_chain.py --work-dir work_dirs/demo_det_chain $(TRAIN_ARGS)
 	$(RUN) tools/test.py configs/demo/det_shapes_chain.py work_dirs/demo_det_chain/epoch_6.pth \
 		--work-dir work_dirs/demo_det_chain
 
@@ -67,7 +79,7 @@ SEG_VAL_IMAGES = $$(ls $(SEG_DATA)/images/validation/*.jpg | head -8)
 VIS ?= 0
 demo-seg: install seg-data
 	@mkdir -p work_dirs/demo_seg && date +%s > work_dirs/demo_seg/started
-	$(RUN) tools/train.py configs/demo/seg_shapes_upernet.py --work-dir work_dirs/demo_seg
+	$(RUN) tools/train.py configs/demo/seg_shapes_upernet.py --work-dir work_dirs/demo_seg $(TRAIN_ARGS)
 	$(RUN) tools/test.py configs/demo/seg_shapes_upernet.py work_dirs/demo_seg/iter_3200.pth \
 		--work-dir work_dirs/demo_seg $(if $(filter 1,$(VIS)),--show-dir work_dirs/demo_seg/vis)
 	$(RUN) tools/demo/segment_images.py configs/demo/seg_shapes_upernet.py \
@@ -76,7 +88,7 @@ demo-seg: install seg-data
 
 demo-seg-trans2seg: install seg-data
 	@mkdir -p work_dirs/demo_seg_trans2seg && date +%s > work_dirs/demo_seg_trans2seg/started
-	$(RUN) tools/train.py configs/demo/seg_shapes.py --work-dir work_dirs/demo_seg_trans2seg
+	$(RUN) tools/train.py configs/demo/seg_shapes.py --work-dir work_dirs/demo_seg_trans2seg $(TRAIN_ARGS)
 	$(RUN) tools/test.py configs/demo/seg_shapes.py work_dirs/demo_seg_trans2seg/iter_3200.pth \
 		--work-dir work_dirs/demo_seg_trans2seg \
 		$(if $(filter 1,$(VIS)),--show-dir work_dirs/demo_seg_trans2seg/vis)
