@@ -64,3 +64,22 @@ def test_zero_std_through_a_classifier():
     data = model.data_preprocessor(batch, True)
     with pytest.raises(ValueError, match=r'0 NaN and 3072 infinite values'):
         model(**data, mode='loss')
+
+
+def test_non_finite_input_is_reported_one_step_later_where_the_check_would_wait(monkeypatch):
+    """On a GPU the test's result is read at the next training step, without a host sync; the
+    CPU stands in for it here."""
+    from tnt_mm.models.backbones import tnt as tnt_module
+    monkeypatch.setattr(tnt_module, 'defers_input_check', lambda device: True)
+    model = TNT('tiny', out_type='cls_token').train()
+    good = torch.zeros(1, 3, 32, 32)
+    bad = good.clone()
+    bad[0, 1, 2, 3] = float('-inf')
+    model(good)
+    model(good)  # a finite input, read at the next step: nothing to report
+    model(bad)  # the bad step itself runs on
+    with pytest.raises(ValueError, match=r'NaN or infinite values in its input of shape '
+                                         r'\(1, 3, 32, 32\) at the previous training step'):
+        model(good)
+    model(good)  # reported once
+    model.eval()(bad)  # inference is not checked

@@ -239,8 +239,10 @@ def backward_launch(words, grad_out, weights, keep, eps,
     patches = BACKWARD_PATCHES // 2 if wide_float32 else BACKWARD_PATCHES
     tiles = _cdiv(rows, patches * WORDS)
     programs = _backward_programs(words, tiles)
-    slots = [torch.zeros((programs, *w.shape), dtype=torch.float32, device=words.device)
-             for w in weights]
+    # one allocation and one zero-fill for the twelve weights' slots, weight after weight
+    sizes = [programs * w.numel() for w in weights]
+    flat = torch.zeros(sum(sizes), dtype=torch.float32, device=words.device)
+    slots = [chunk.view(programs, *w.shape) for chunk, w in zip(flat.split(sizes), weights)]
     keep_attn, keep_mlp = keep if keep is not None else (words, words)
     return Launch(
         'inner_transformer_bwd', (programs,),
@@ -310,10 +312,11 @@ def _stochastic_depth_scales(words: torch.Tensor, p: float) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ autograd ops
-# The kernels as two custom ops: eager code calls them like any aten op, and torch.compile
-# graphs keep them as opaque nodes (graphs cannot trace into the launches). Only the words, the
-# weights and the stochastic depth draws are kept for the backward pass, which recomputes the
-# activations; the backward op itself is not differentiable.
+# Two ways in, with the same launches. Eager code goes through a plain autograd.Function, the
+# cheapest path per call on the host; torch.compile graphs, which cannot trace into the
+# launches, keep the kernels as two opaque custom ops. Only the words, the weights and the
+# stochastic depth draws are kept for the backward pass, which recomputes the activations; the
+# backward itself is not differentiable.
 def _op_params(weights: List[torch.Tensor], num_heads: int, eps: float) -> InnerTransformerParams:
     """The params :func:`launch_config` reads, rebuilt from the ops' flat arguments."""
     (norm1_w, norm1_b, qk_w, v_w, proj_w, proj_b, norm2_w, norm2_b,
@@ -366,6 +369,31 @@ def _op_backward(ctx, grad_out):
 _forward_op.register_autograd(_op_backward, setup_context=_setup_context)
 
 
+class _InnerTransformer(torch.autograd.Function):
+    """The eager path: :func:`_forward` and :func:`_backward` without the custom-op layer."""
+
+    @staticmethod
+    def forward(ctx, words, keep_attn, keep_mlp, num_heads, eps, dtype, *weights):
+        weights = list(weights)
+        config = launch_config(words.shape[-1], _op_params(weights, num_heads, eps), dtype)
+        keep = None if keep_attn is None else (keep_attn, keep_mlp)
+        ctx.save_for_backward(words, keep_attn, keep_mlp, *weights)
+        ctx.settings = config, eps
+        return _forward(words, weights, keep, eps, config)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative was asked for
+            raise RuntimeError('double backward through the Triton inner transformer is not '
+                               'supported; use the reference backend (TNT_MM_INNER_BACKEND='
+                               'reference) for higher-order gradients')
+        words, keep_attn, keep_mlp, *weights = ctx.saved_tensors
+        config, eps = ctx.settings
+        keep = None if keep_attn is None else (keep_attn, keep_mlp)
+        grad_words, *grad_weights = _backward(words, grad_out, weights, keep, eps, config)
+        return (grad_words, None, None, None, None, None, *grad_weights)
+
+
 def inner_transformer(words: torch.Tensor, params: InnerTransformerParams,
                       training: bool = False) -> torch.Tensor:
     """The kernels of :func:`tnt_mm.ops.reference.inner_transformer` (no dropout; stochastic
@@ -376,5 +404,8 @@ def inner_transformer(words: torch.Tensor, params: InnerTransformerParams,
     if training and params.drop_path:
         keep_attn = _stochastic_depth_scales(words, params.drop_path)
         keep_mlp = _stochastic_depth_scales(words, params.drop_path)
-    return _forward_op(words.contiguous(), weights, keep_attn, keep_mlp, params.num_heads,
-                       params.eps, _compute_dtype(words))
+    if torch.compiler.is_compiling():
+        return _forward_op(words.contiguous(), weights, keep_attn, keep_mlp, params.num_heads,
+                           params.eps, _compute_dtype(words))
+    return _InnerTransformer.apply(words.contiguous(), keep_attn, keep_mlp, params.num_heads,
+                                   params.eps, _compute_dtype(words), *weights)

@@ -15,7 +15,8 @@ token first), m = 16 words per patch, c / d the inner / outer widths.
 """
 import math
 import re
-from typing import List, Optional, Sequence, Tuple, Union
+import weakref
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -32,6 +33,32 @@ from .tnt_arch import ARCH_ZOO, LAYOUTS, normalize_indices, parse_arch, quarter_
 from .tnt_convert import load_pretrained
 
 OUT_TYPES = ('pyramid', 'featmap', 'cls_token')
+INPUT_CHECK_ADVICE = ('Check the images and the data preprocessor (a zero std divides by '
+                      'zero)')
+
+
+class PendingInputCheck(NamedTuple):
+    """A finite-input test on its way to the host: the input's min and max, the event after
+    their copy (None on the CPU), and the input's shape for the message."""
+    extremes: torch.Tensor
+    ready: Optional['torch.cuda.Event']
+    shape: Tuple[int, ...]
+
+
+# per model, outside its attributes: copies (EMA), pickles and state dicts never see them
+_PENDING_INPUT_CHECKS: 'weakref.WeakKeyDictionary[nn.Module, PendingInputCheck]' = \
+    weakref.WeakKeyDictionary()
+
+
+def defers_input_check(device: torch.device) -> bool:
+    """Whether the training-time input test is read one step later: on devices where reading
+    it at once would make the host wait for the device (all but the CPU)."""
+    return device.type != 'cpu'
+
+
+def is_fake(tensor: torch.Tensor) -> bool:
+    from torch._subclasses.fake_tensor import is_fake as fake
+    return fake(tensor)
 
 
 class SqueezeExcite(nn.Module):
@@ -440,20 +467,46 @@ class TNT(BaseModule):
             raise ValueError(f'TNT was built for {self.in_channels}-channel images '
                              f'(in_channels={self.in_channels}) but got {x.shape[1]} channels '
                              f'(input shape {tuple(x.shape)})')
-        # NaN and Inf survive a sum: one cheap reduction, the values counted only when it is
-        # not finite. In training only, where bad inputs would be trained on (on a GPU the test
-        # is a host sync that inference need not pay); not while tracing or compiling, where
-        # it would break the graph.
+        # In training only, where bad inputs would be trained on; not while tracing or
+        # compiling, where the test would break the graph.
         if not self.training or torch.jit.is_tracing() or torch.compiler.is_compiling():
             return
+        if defers_input_check(x.device):
+            self._check_finite_later(x)
+            return
+        # NaN and Inf survive a sum: one cheap reduction, the values counted only when it is
+        # not finite
         if not torch.isfinite(x.sum()):
             num_nan, num_inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
             if num_nan or num_inf:  # else only the sum of huge finite values overflowed
                 raise ValueError(
                     f'TNT got {num_nan} NaN and {num_inf} infinite values in its input of '
                     f'shape {tuple(x.shape)}; the network would turn them into NaN features and '
-                    f'losses. Check the images and the data preprocessor (a zero std divides by '
-                    f'zero)')
+                    f'losses. {INPUT_CHECK_ADVICE}')
+
+    def _check_finite_later(self, x: torch.Tensor) -> None:
+        """The finite-input test without stopping the GPU: its result (the input's min and
+        max, in one reduction) is copied to the host behind the step's work and read at the
+        next training step, once it has arrived. A bad input is then reported one step late."""
+        pending = _PENDING_INPUT_CHECKS.get(self)
+        if pending is not None and (pending.ready is None or pending.ready.query()):
+            del _PENDING_INPUT_CHECKS[self]
+            if not is_fake(pending.extremes):  # a fake tensor (step_profile.py) has no value
+                low, high = pending.extremes.tolist()
+                if not (math.isfinite(low) and math.isfinite(high)):
+                    raise ValueError(
+                        f'TNT got NaN or infinite values in its input of shape '
+                        f'{pending.shape} at the previous training step (on a GPU the test is '
+                        f'read one step later, so as not to wait for it); the network turns '
+                        f'them into NaN features and losses. {INPUT_CHECK_ADVICE}')
+        extremes = torch.stack(torch.aminmax(x.detach().float()))  # NaN propagates through both
+        host = torch.empty(2, dtype=torch.float32, pin_memory=x.is_cuda)
+        host.copy_(extremes, non_blocking=True)
+        ready = None
+        if x.is_cuda:
+            ready = torch.cuda.Event()
+            ready.record()
+        _PENDING_INPUT_CHECKS[self] = PendingInputCheck(host, ready, tuple(x.shape))
 
     def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Tuple[int, int]]:
         """Image -> (words (B*N, m, c), sentences (B, T, d), patch grid (Hp, Wp))."""
