@@ -249,6 +249,9 @@ PY
 say "mmcv from $WHEEL_DIR"
 install_pkgs "mmengine==$(pin mmengine)" "$WHEEL_DIR"/mmcv-*.whl \
     || die "could not install mmengine and the mmcv wheel; delete $WHEEL_DIR to rebuild it"
+# pip keeps an installed mmcv of the same version, built as another variant: replace it
+quiet "${PIP[@]}" install --force-reinstall --no-deps "$WHEEL_DIR"/mmcv-*.whl \
+    || die "could not install the mmcv wheel; delete $WHEEL_DIR to rebuild it"
 
 say "OpenMMLab libraries, test and ONNX-export requirements, and tnt_mm (editable)"
 REQUIREMENTS="$VENV/requirements.txt"
