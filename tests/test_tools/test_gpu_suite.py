@@ -129,3 +129,17 @@ def test_detector_step_runs_the_three_backbones(tmp_path):
     assert (rows['TNT-S']['params_m'], rows['DeiT-S']['params_m']) == (48.1, 46.4)
     assert rows['ResNet-50']['params_m'] == 41.8
     assert rows['TNT-S']['time_vs_DeiT-S'] > 0
+
+
+@pytest.mark.slow
+def test_gpu_trace_runs_at_toy_sizes_on_the_cpu():
+    """The profile step's script end to end (on the CPU the device columns stay empty)."""
+    out = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'analysis', 'gpu_trace.py'),
+                          '--device', 'cpu', '--amp', 'none', '--train-size', '32',
+                          '--train-batch', '2', '--det-size', '64', '96', '--det-batch', '1'],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads(out.stdout.strip().splitlines()[-1])['results']
+    assert set(results) == {f'{phase} {row}' for phase in ('train', 'det')
+                            for row in ('tnt_mm TNT-S [auto]', 'timm DeiT-S')}
+    assert all(row['wall_ms'] > 0 for row in results.values())

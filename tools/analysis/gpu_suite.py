@@ -12,7 +12,9 @@ CUDA build last, so a slow step still leaves the results before it. Each step ru
 process under the smaller of its own budget and what is left of ``--budget``; a step that would
 start with less than its minimum left is skipped. After every step ``DIR/gpu_suite.json`` is
 rewritten (status, seconds, parsed figures) and the children's output is appended to
-``DIR/gpu_suite.log``, so a run cut short keeps what it measured.
+``DIR/gpu_suite.log``, so a run cut short keeps what it measured. The budgets add up to more
+than one call's 9 minutes: a second call on the warm machine goes on with ``--steps`` (the
+environment in .venv/ is reused).
 """
 import argparse
 import json
@@ -80,7 +82,8 @@ STEPS = [
          f'python3 -c "import torch, triton, sys; print(sys.version.split()[0], torch.__version__, '
          f'triton.__version__, torch.cuda.get_device_name(0))"', 30, 5,
          what='the card, the driver, Python, torch and Triton'),
-    Step('install_cpu', f'{INSTALL_CPU} make install', 300, 120,
+    # tools/install.sh itself (what `make install` runs): the image may lack make
+    Step('install_cpu', f'{INSTALL_CPU} bash tools/install.sh', 300, 120,
          parse=floats({'mmcv_build_s': r'mmcv build took (\d+) s'}),
          what='the environment over the machine\'s torch, mmcv with CPU ops, from .whl alone'),
     Step('detection_ops', f'{VENV_PY} tools/analysis/gpu_suite.py --child detection_ops cuda', 60, 20,
@@ -92,7 +95,7 @@ STEPS = [
     Step('detector_step', f'{VENV_PY} tools/analysis/detector_step.py --amp bf16', 150, 60,
          parse=json_lines,
          what='Faster R-CNN + FPN, 800x1333 batch 2, bf16: TNT-S, ResNet-50, DeiT-S'),
-    Step('demo_mask', f'{TRAIN} configs/demo/mask_shapes.py --amp --work-dir '
+    Step('demo_mask', f'make det-data && {TRAIN} configs/demo/mask_shapes.py --amp --work-dir '
          f'work_dirs/gpu_mask --cfg-options train_cfg.max_epochs=1 train_cfg.val_interval=1 '
          f'{FAST_LOADERS}', 120, 60, parse=COCO, env={'TNT_MM_DETECTION_OPS': 'auto'},
          what='Mask R-CNN demo, one epoch (200 iterations)'),
@@ -103,14 +106,18 @@ STEPS = [
     Step('triton_check', f'{VENV_PY} tools/analysis/check_triton_gpu.py', 120, 60,
          parse=floats({'inner_fwd_bwd_ms': r'fwd\+bwd: ([\d.]+) ms'}),
          what='the fused Triton inner transformer against the reference'),
+    Step('trace', f'{VENV_PY} tools/analysis/gpu_trace.py --amp bf16', 150, 60,
+         parse=json_lines,
+         what='torch.profiler of one TNT-S and DeiT-S step at 224 b128 and 800x1344 b2: host '
+              'against device time, top kernels; the 800x1344 step replayed as a CUDA graph'),
     Step('benchmark', f'{VENV_PY} tools/analysis/benchmark.py --device cuda --amp bf16 '
          f'--backends reference triton --rounds 3', 180, 90,
          what='TNT-S against timm TNT-S and DeiT-S: training, inference, 800x1344'),
     Step('install_cuda', f'{INSTALL} TNT_MM_MMCV_OPS=cuda TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 '
-         f'make install', 420, 240,
+         f'bash tools/install.sh', 420, 240,
          parse=floats({'mmcv_build_s': r'mmcv build took (\d+) s'}),
          what='mmcv with CUDA ops for sm_90 (timed), then nms/RoIAlign on cuda:0 against the CPU'),
-    Step('demo_det_mmcv_cuda', f'{TRAIN} configs/demo/det_shapes.py --amp --work-dir '
+    Step('demo_det_mmcv_cuda', f'make det-data && {TRAIN} configs/demo/det_shapes.py --amp --work-dir '
          f'work_dirs/gpu_det_mmcv --cfg-options train_cfg.max_epochs=1 train_cfg.val_interval=1 '
          f'{FAST_LOADERS}', 120, 60, parse=COCO, env={'TNT_MM_DETECTION_OPS': 'mmcv'},
          what='the detection demo for one epoch on mmcv\'s own CUDA kernels'),

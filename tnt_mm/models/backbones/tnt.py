@@ -467,9 +467,11 @@ class TNT(BaseModule):
             raise ValueError(f'TNT was built for {self.in_channels}-channel images '
                              f'(in_channels={self.in_channels}) but got {x.shape[1]} channels '
                              f'(input shape {tuple(x.shape)})')
-        # In training only, where bad inputs would be trained on; not while tracing or
-        # compiling, where the test would break the graph.
+        # In training only, where bad inputs would be trained on; not while tracing, compiling
+        # or capturing a CUDA graph, where the test would break the graph.
         if not self.training or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return
+        if x.is_cuda and torch.cuda.is_current_stream_capturing():
             return
         if defers_input_check(x.device):
             self._check_finite_later(x)
