@@ -111,9 +111,6 @@ def measure(name: str, args) -> dict:
            'params_m': round(sum(p.numel() for p in model.parameters()) / 1e6, 1)}
     if device == 'cuda':
         row['peak_gb'] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
-    del model, optimizer
-    if device == 'cuda':
-        torch.cuda.empty_cache()
     return row
 
 
@@ -127,7 +124,11 @@ def main(argv=None) -> int:
     parser.add_argument('--steps', type=int, default=5)
     parser.add_argument('--models', nargs='+', choices=MODELS, default=list(MODELS))
     args = parser.parse_args(argv)
-    rows = {name: measure(name, args) for name in args.models}
+    rows = {}
+    for name in args.models:
+        rows[name] = measure(name, args)
+        if args.device == 'cuda':  # the next model's peak without this one's cached blocks
+            torch.cuda.empty_cache()
     gpu = torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'
     print(f'\nFaster R-CNN + FPN, one AdamW step at {args.size[0]}x{args.size[1]}, batch '
           f'{args.batch}, {args.amp or "fp32"}, {gpu}:')

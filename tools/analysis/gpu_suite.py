@@ -78,9 +78,9 @@ COCO = floats({'bbox_mAP': r'coco/bbox_mAP: ([\d.]+)', 'bbox_mAP_50': r'coco/bbo
 MIOU = floats({'mIoU': r'mIoU: ([\d.]+)'})
 
 STEPS = [
-    Step('gpu', f'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; '
-         f'python3 -c "import torch, triton, sys; print(sys.version.split()[0], torch.__version__, '
-         f'triton.__version__, torch.cuda.get_device_name(0))"', 30, 5,
+    Step('gpu', 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; '
+         'python3 -c "import torch, triton, sys; print(sys.version.split()[0], torch.__version__, '
+         'triton.__version__, torch.cuda.get_device_name(0))"', 30, 5,
          what='the card, the driver, Python, torch and Triton'),
     # tools/install.sh itself (what `make install` runs): the image may lack make
     Step('install_cpu', f'{INSTALL_CPU} bash tools/install.sh', 300, 120,

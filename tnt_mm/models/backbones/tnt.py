@@ -174,10 +174,10 @@ class TNTBlock(nn.Module):
             words = inner_transformer(words, self.inner_params(), self.training,
                                       recompute=recompute_inner)
             update = self.words_to_sentences(words, sentences.shape[0])
-            # The class token gets no word update. Out of place (in-place updates break autograd
-            # and checkpointing), and as a concatenation: padding the update with a zero row
-            # and adding costs a zero fill and one more pass.
-            sentences = torch.cat([sentences[:, :1], sentences[:, 1:] + update], dim=1)
+            # The class token gets no word update: a zero row before the update. Out of place
+            # (in-place updates break autograd and checkpointing); padding rather than
+            # concatenating the slices, whose backward zero-fills two full-size gradients.
+            sentences = sentences + F.pad(update, (0, 0, 1, 0))
         sentences = sentences + self.drop_path(self.attn_out(self.norm_out(sentences)))
         mlp_out = self.mlp(self.norm_mlp(sentences))
         if self.se is not None:
@@ -471,7 +471,8 @@ class TNT(BaseModule):
         # or capturing a CUDA graph, where the test would break the graph.
         if not self.training or torch.jit.is_tracing() or torch.compiler.is_compiling():
             return
-        if x.is_cuda and torch.cuda.is_current_stream_capturing():
+        # (asked only of a live CUDA context: fake CUDA tensors have none)
+        if x.is_cuda and torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing():
             return
         if defers_input_check(x.device):
             self._check_finite_later(x)
