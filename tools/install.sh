@@ -105,6 +105,13 @@ say "pip's and the builds' output: $LOG"
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
 SITE_PACKAGES=""
+if [ -f "$VENV/pyvenv.cfg" ]; then  # a venv made for the other TORCH mode
+    over_system="$(sed -n 's/^include-system-site-packages *= *//p' "$VENV/pyvenv.cfg")"
+    if { [ "$over_system" = true ] && [ "$TORCH_MODE" = pip ]; } \
+            || { [ "$over_system" != true ] && [ "$TORCH_MODE" = system ]; }; then
+        refuse "ERROR: $VENV was made for the other torch (include-system-site-packages = $over_system), TORCH=$TORCH_MODE now. Fix: rm -rf $VENV, then make install again."
+    fi
+fi
 
 if [ "$TORCH_MODE" = system ]; then
     SYSTEM_TORCH="$("$PYTHON_BIN" -c 'import torch; print(torch.__file__)' 2>/dev/null)" \
@@ -128,10 +135,11 @@ if (major, minor) < (2, 6):
     sys.exit(f'torch {torch.__version__} < 2.6')
 import torchvision  # noqa: F401
 PY
-    # Pins of what the environment already has are dropped: its packages stay where they meet
-    # the ranges of requirements/*.txt; only missing ones come at the tested version.
+    # Pins of what the environment ($PYTHON's, not the venv) has are dropped: its packages stay
+    # where they meet the ranges of requirements/*.txt; only missing ones come at the tested
+    # version.
     EFFECTIVE_CONSTRAINTS="$VENV/constraints.txt"
-    "$PY" - "$CONSTRAINTS" >"$EFFECTIVE_CONSTRAINTS" <<'PY'
+    "$PYTHON_BIN" - "$CONSTRAINTS" >"$EFFECTIVE_CONSTRAINTS" <<'PY'
 import re, sys
 from importlib import metadata
 have = {re.sub(r'[-_.]+', '-', d.metadata['Name']).lower() for d in metadata.distributions()}

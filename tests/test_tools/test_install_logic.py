@@ -237,3 +237,17 @@ def test_install_sh_refuses_bad_settings_at_once(tmp_path, settings, expected):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and expected in out.stderr and 'Fix:' in out.stderr
     assert not osp.exists(tmp_path / 'venv')
+
+
+@pytest.mark.parametrize('over_system, torch_mode', [('true', 'pip'), ('false', 'system')])
+def test_install_sh_refuses_a_venv_of_the_other_torch_mode(tmp_path, over_system, torch_mode):
+    venv = tmp_path / 'venv'
+    venv.mkdir()
+    (venv / 'pyvenv.cfg').write_text(f'home = /usr/bin\ninclude-system-site-packages = '
+                                     f'{over_system}\n')
+    env = {**os.environ, 'VENV': str(venv), 'TORCH': torch_mode, 'PYTHON': sys.executable}
+    out = subprocess.run(['bash', osp.join(ROOT, 'tools', 'install.sh')], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert f'was made for the other torch (include-system-site-packages = {over_system}), ' \
+           f'TORCH={torch_mode} now. Fix: rm -rf' in out.stderr
