@@ -112,10 +112,10 @@ clean:
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 bench: install
-	$(RUN) tools/analysis/benchmark.py
-	$(RUN) tools/analysis/benchmark.py --sweep --plot work_dirs/bench/forward_vs_size.png
+	$(RUN) tools/analysis/benchmark.py cpu
+	$(RUN) tools/analysis/benchmark.py sweep --plot work_dirs/bench/forward_vs_size.png
 
 # On a CUDA machine: the Triton backend checked against the reference, then the GPU suite.
 bench-gpu: install
 	$(RUN) tools/analysis/check_triton_gpu.py
-	$(RUN) tools/analysis/benchmark.py --device cuda --amp bf16 --compile
+	$(RUN) tools/analysis/benchmark.py gpu --device cuda --amp bf16 --compile

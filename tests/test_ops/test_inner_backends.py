@@ -198,9 +198,15 @@ def test_forced_cpu_backend_that_cannot_run_says_why(monkeypatch):
     monkeypatch.setenv('TNT_MM_INNER_BACKEND', 'cpu')
     with pytest.raises(BackendUnavailableError,
                        match=r'"cpu" was requested but cannot run this input .*float64.*: '
-                             r'the fused kernel: the input is torch.float64.*; '
-                             r'the word-attention kernel: the input is torch.float64'):
+                             r'cpu_fused: the input is torch.float64.* \| '
+                             r'cpu_attention: the input is torch.float64'):
         inner_transformer(torch.randn(4, 16, 24).double(), params)
+    # every reason of every candidate, not the first
+    with pytest.raises(BackendUnavailableError,
+                       match=r'cpu_fused: dropout or stochastic depth[^|]*float64[^|]* \| '
+                             r'cpu_attention: attention dropout 0.1[^|]*; the input is '
+                             r'torch.float64'):
+        inner_transformer(torch.randn(4, 16, 24).double(), params, training=True)
     with pytest.raises(BackendUnavailableError, match='dropout or stochastic depth.*'
                                                       'attention dropout 0.1'):
         inner_transformer(torch.randn(4, 16, 24), params, training=True)
@@ -213,6 +219,27 @@ def test_forced_cpu_backend_that_cannot_run_says_why(monkeypatch):
         select(words, plain, training=False)
     monkeypatch.setenv('TNT_MM_INNER_BACKEND', 'auto')
     assert select(words, plain, training=False) == 'reference'
+
+
+def test_the_choice_is_made_once_per_signature(monkeypatch):
+    """The backends' reasons are asked once per input signature; another batch size reuses the
+    choice, another dtype, mode or setting decides again."""
+    asked = []
+    fused = dispatch.REGISTRY[1]
+    monkeypatch.setattr(dispatch, 'REGISTRY', (dispatch.REGISTRY[0], fused._replace(
+        not_supported_reasons=lambda *args: asked.append(args[0].shape) or
+        fused.not_supported_reasons(*args)), *dispatch.REGISTRY[2:]))
+    monkeypatch.setattr(dispatch, '_choices', {})
+    params = TNTBlock(24, 384, 16, 4, 6).inner_params()
+    assert select(torch.randn(4, 16, 24), params, training=False) == 'cpu_fused'
+    assert select(torch.randn(9, 16, 24), params, training=False) == 'cpu_fused'
+    assert len(asked) == 1
+    assert select(torch.randn(4, 16, 24).double(), params, training=False) == 'reference'
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        select(torch.randn(4, 16, 24), params, training=False)
+    with inner_backend('reference'):  # never asks the fused kernel
+        select(torch.randn(4, 16, 24), params, training=False)
+    assert len(asked) == 3
 
 
 def test_old_switch_names_still_work_with_a_warning(monkeypatch):

@@ -113,6 +113,78 @@ def test_half_precision_is_as_accurate_as_the_reference(dtype, mode, interpreter
         assert relative_error(g, e) <= 2 * relative_error(r, e) + 1e-3
 
 
+def run_normed(block, words, grads_out, training=False, normed_dtype=None):
+    """The inner transformer with the words' patch norm: outputs and the gradients of the
+    words, the inner weights and the norm's; the norm cast to ``normed_dtype`` first, as the
+    projection after it casts it under autocast."""
+    params = block.inner_params()
+    inputs = [words] + [t for t in params if isinstance(t, torch.Tensor)] + list(
+        block.norm1_proj.parameters())
+    outs = inner_transformer(words, params, training, patch_norm=block.norm1_proj)
+    assert len(outs) == len(grads_out) == 2
+    if normed_dtype is not None:
+        outs = outs[0], outs[1].to(normed_dtype)
+    grads = torch.autograd.grad(outs, inputs, grads_out)
+    return [o.detach() for o in outs], grads
+
+
+@pytest.mark.parametrize('arch', WIDTHS)
+@pytest.mark.parametrize('drop_path', [0., 0.4])
+def test_fused_patch_norm_equals_reference(arch, drop_path, interpreter, monkeypatch):
+    """TNT_MM_TRITON_FUSED_NORM=1: the kernels also write the words' LayerNorm over each patch
+    (the words -> sentence norm) and take its gradient; outputs and every gradient (the
+    norm's weights too) equal the reference's, the patches several tiles, the last partial."""
+    width, heads = WIDTHS[arch]
+    torch.manual_seed(2)
+    block = random_block(width, heads, drop_path=drop_path)
+    words = torch.randn(13, 16, width, requires_grad=True)
+    grads_out = (torch.randn(13, 16, width), torch.randn(13, 16 * width))
+    launches = []
+    launch = triton_kernels._launch
+    monkeypatch.setattr(triton_kernels, '_launch',
+                        lambda one: (launches.append(one.meta['FUSE_NORM']), launch(one))[1])
+    monkeypatch.setenv('TNT_MM_TRITON_FUSED_NORM', '1')
+    torch.manual_seed(3)
+    got, got_grads = run_normed(block, words, grads_out, training=True)
+    assert launches == [True, True]  # forward and backward, both fused
+    with inner_backend('reference'):
+        torch.manual_seed(3)
+        ref, ref_grads = run_normed(block, words, grads_out, training=True)
+    for name, g, r in zip(['words', 'normed'], got, ref):
+        assert g.shape == r.shape and relative_error(g, r) < 1e-5, name
+    names = ['words'] + [n for n, t in zip(block.inner_params()._fields, block.inner_params())
+                         if isinstance(t, torch.Tensor)] + ['norm1_proj.weight',
+                                                            'norm1_proj.bias']
+    assert len(got_grads) == len(ref_grads) == len(names)
+    for name, g, r in zip(names, got_grads, ref_grads):
+        assert g.dtype == r.dtype and relative_error(g, r) < 1e-4, name
+
+
+def test_fused_patch_norm_under_autocast(interpreter, monkeypatch):
+    """Under bfloat16 autocast the fused norm comes out in bfloat16 (the projection's input
+    dtype) and is as accurate as the reference's norm cast to it."""
+    torch.manual_seed(0)
+    block = random_block(24, 4)
+    words = torch.randn(13, 16, 24, requires_grad=True)
+    grads_out = (torch.randn(13, 16, 24), torch.randn(13, 384))
+    exact, exact_grads = run_normed(block, words, grads_out)
+    monkeypatch.setenv('TNT_MM_TRITON_FUSED_NORM', '1')
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert inner_transformer(words, block.inner_params(),
+                                 patch_norm=block.norm1_proj)[1].dtype == torch.bfloat16
+        got, got_grads = run_normed(block, words, grads_out, normed_dtype=torch.bfloat16)
+        with inner_backend('reference'):
+            ref, ref_grads = run_normed(block, words, grads_out, normed_dtype=torch.bfloat16)
+    names = ['words', 'normed', 'grad words'] + [
+        f'grad {n}' for n, t in zip(block.inner_params()._fields, block.inner_params())
+        if isinstance(t, torch.Tensor)] + ['grad norm1_proj.weight', 'grad norm1_proj.bias']
+    results = list(zip(names, [*got, *got_grads], [*ref, *ref_grads], [*exact, *exact_grads]))
+    assert len(results) == len(names)
+    for name, g, r, e in results:
+        assert g.dtype == r.dtype and torch.isfinite(g).all(), name
+        assert relative_error(g, e) <= 2 * relative_error(r, e) + 1e-3, name
+
+
 def test_whole_model_trains_as_with_the_reference(interpreter):
     """TNT-Ti with stochastic depth: a training step's features and every parameter's gradient
     with the triton backend (interpreted) equal the reference backend's."""
@@ -172,8 +244,10 @@ def test_auto_picks_triton_on_gpu_tensors_only_and_forced_triton_says_why(monkey
     assert select(words, params, training=False) == 'cpu_fused'
     monkeypatch.setattr(triton_kernels, 'built_for', lambda device: True)
     assert select(words, params, training=False) == 'triton'
-    dropout = TNTBlock(24, 384, 16, 4, 6, drop=0.1).inner_params()
-    assert select(words, dropout, training=True) == 'reference'  # the kernels have no dropout
+    # the kernels have no dropout (and neither have the CPU kernels, which the CPU tensors
+    # standing in for CUDA ones would reach)
+    dropout = TNTBlock(24, 384, 16, 4, 6, attn_drop=0.1).inner_params()
+    assert select(words, dropout, training=True) == 'reference'
     monkeypatch.undo()
     # GPUs the kernels were not built for (before sm_80, or AMD) keep the reference
     assert not triton_kernels.built_for(words.device)
@@ -241,17 +315,27 @@ def test_double_backward_raises(interpreter):
 def test_every_kernel_compiles_for_a100_and_h100():
     """tools/analysis/compile_triton_kernels.py compiles both kernels of Ti/S/B, in float32,
     float16 and bfloat16, with and without stochastic depth, for sm_80 and sm_90, within each
-    GPU's shared memory (in a process without the interpreter, which compiles nothing)."""
+    GPU's shared memory (in a process without the interpreter, which compiles nothing); and
+    the fused-norm kernels of TNT-B."""
     env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
-    result = subprocess.run([sys.executable, 'tools/analysis/compile_triton_kernels.py'],
+    tool = [sys.executable, 'tools/analysis/compile_triton_kernels.py']
+    result = subprocess.run(tool + ['--fused-norm', 'without'], env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()
+            if line.startswith('inner_transformer_')]
+    compiled = {(r[0], r[1], r[2], r[3], r[5]) for r in rows}
+    assert len(compiled) == 2 * 3 * 3 * 2 * 2  # kernels x widths x dtypes x drop path x targets
+    assert {r[5] for r in rows} == {'sm_80', 'sm_90'}
+    assert all(0 < float(r[6]) <= {'sm_80': 163, 'sm_90': 227}[r[5]] for r in rows)
+    # the opt-in fused words -> sentence norm, at TNT-B's width (the most state per program)
+    result = subprocess.run(tool + ['--fused-norm', 'with', '--drop-path', 'with', '--arch', 'b',
+                                    '--dtype', 'fp32', 'bf16'],
                             env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line.split() for line in result.stdout.splitlines()
             if line.startswith('inner_transformer_')]
-    compiled = {(r[0], r[1], r[2], r[3], r[4]) for r in rows}
-    assert len(compiled) == 2 * 3 * 3 * 2 * 2  # kernels x widths x dtypes x drop path x targets
-    assert {r[4] for r in rows} == {'sm_80', 'sm_90'}
-    assert all(0 < float(r[5]) <= {'sm_80': 163, 'sm_90': 227}[r[4]] for r in rows)
+    assert len(rows) == 2 * 2 * 2 and all(r[4] == 'fused' for r in rows)
 
 
 def test_compile_tool_refuses_the_interpreter():

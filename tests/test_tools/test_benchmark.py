@@ -1,5 +1,6 @@
-"""tools/analysis/benchmark.py: the interleaved timing that every figure of its table uses, and
-the training (GPU) suite run end to end at toy sizes."""
+"""tools/analysis/benchmark.py: the interleaved timing that every figure of its tables uses, the
+row names its one model factory reads, the memory child, the ``gpu`` suite run end to end at
+toy sizes and the size sweep."""
 import importlib.util
 import json
 import os.path as osp
@@ -68,28 +69,67 @@ def test_round_order_varies_so_no_job_always_follows_the_same_one():
     assert run(1) != sequence
 
 
+def test_row_names_say_model_backend_and_options():
+    benchmark = load_benchmark()
+    assert benchmark.parse_row('tnt_mm TNT-S') == dict(
+        model='tnt_mm TNT-S', backend='auto', fused=False, with_cp=False, compiled=False)
+    assert benchmark.parse_row('tnt_mm TNT-S [triton, fused] compiled') == dict(
+        model='tnt_mm TNT-S', backend='triton', fused=True, with_cp=False, compiled=True)
+    assert benchmark.parse_row('tnt_mm TNT-S with_cp')['with_cp']
+    assert benchmark.parse_row('timm DeiT-S compiled')['compiled']
+    for bad in ('timm DeiT-S [triton]', 'timm TNT-S with_cp', 'ResNet-50'):
+        with pytest.raises(ValueError, match='unknown row'):
+            benchmark.parse_row(bad)
+
+
+def test_one_factory_builds_every_row_on_the_same_weights():
+    """tnt_mm's TNT-S (any backend) and timm's TNT-S give the same class token: the factory
+    loads one seeded timm TNT-S into both; at detection size with the pyramid tnt_mm and DeiT-S
+    return four FPN levels."""
+    import torch
+    benchmark = load_benchmark()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        ours = benchmark.build('tnt_mm TNT-S [reference]', (224, 224), 'cpu')
+        timm_tnt = benchmark.build('timm TNT-S', (224, 224), 'cpu')
+        assert torch.allclose(ours(x), timm_tnt(x), atol=1e-4)
+        for name in ('tnt_mm TNT-S', 'timm DeiT-S'):
+            levels = benchmark.build(name, (64, 96), 'cpu', 'pyramid')(
+                torch.randn(1, 3, 64, 96))
+            assert [tuple(t.shape[2:]) for t in levels] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+
+
+def test_memory_child_reports_a_peak():
+    benchmark = load_benchmark()
+    train = benchmark.in_child('train', 'timm DeiT-S', '32', '32', device='cpu')
+    forward = benchmark.in_child('forward', 'timm DeiT-S', '32', '32', device='cpu')
+    assert 0.05 < train['peak_gb'] < 20  # the whole process
+    assert 0 <= forward['peak_gb'] < train['peak_gb']  # above the built model
+
+
 @pytest.mark.slow
-def test_training_suite_runs_end_to_end_on_the_cpu(tmp_path):
-    """The GPU suite (``--device cuda`` picks it) on the CPU at toy sizes, under bf16 autocast:
-    every row gets every figure, and the ratios are printed, so the script works before a GPU
-    session spends its minutes on it. Peak memory is CUDA's, so not measured here."""
+def test_gpu_suite_runs_end_to_end_on_the_cpu(tmp_path):
+    """The ``gpu`` suite on the CPU at toy sizes, under bf16 autocast: every row gets every
+    figure, and the ratios are printed, so the script works before a GPU session spends its
+    minutes on it. Peak memory is CUDA's, so not measured here."""
     out = tmp_path / 'suite.json'
     result = subprocess.run(
-        [sys.executable, 'tools/analysis/benchmark.py', '--suite', 'training', '--device', 'cpu',
-         '--train-batch', '2', '--infer-batch', '2', '--det-size', '64', '96', '--det-batch', '1',
-         '--rounds', '1', '--iters', '1', '--amp', 'bf16', '--json', str(out)],
-        capture_output=True, text=True)
+        [sys.executable, 'tools/analysis/benchmark.py', 'gpu', '--device', 'cpu', '--cls-size',
+         '64', '64', '--train-batch', '2', '--infer-batch', '2', '--det-size', '64', '96',
+         '--det-batch', '1', '--rounds', '1', '--iters', '1', '--amp', 'bf16', '--json', str(out)],
+        capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = json.loads(out.read_text())['results']
     assert set(rows) == {'tnt_mm TNT-S [reference]', 'tnt_mm TNT-S [cpu]', 'timm TNT-S',
                          'timm DeiT-S'}
     for name, figures in rows.items():
-        assert set(figures) == {'train img/s @224', 'infer img/s @224', 'fwd+bwd s @64x96'}, name
+        assert set(figures) == {'train img/s @64x64', 'infer img/s @64x64',
+                                'fwd+bwd s @64x96'}, name
         assert all(value > 0 for value in figures.values()), name
-    assert 'tnt_mm TNT-S [cpu] / timm DeiT-S: train img/s @224' in result.stdout
+    assert 'tnt_mm TNT-S [cpu] / timm DeiT-S: train img/s @64x64' in result.stdout
 
 
-def test_training_suite_runs_only_the_phases_and_compiled_models_asked_for(tmp_path):
+def test_gpu_suite_runs_only_the_phases_and_compiled_models_asked_for(tmp_path):
     """``--phases`` runs part of the suite (a GPU session's minutes go to what is asked) and
     ``--compile MODEL`` adds only the named compiled rows; a bare ``--compile`` all three."""
     benchmark = load_benchmark()
@@ -98,9 +138,10 @@ def test_training_suite_runs_only_the_phases_and_compiled_models_asked_for(tmp_p
     assert benchmark.suite_rows(['triton'], None)[-1] == 'timm DeiT-S'
     assert len(benchmark.suite_rows(['reference', 'triton'], list(benchmark.COMPILABLE))) == 8
     assert 'tnt_mm TNT-S [cpu] compiled' not in benchmark.suite_rows(['cpu'], ['tnt_mm'])
+    assert benchmark.suite_rows(['triton-fused'], ['tnt_mm'])[0] == 'tnt_mm TNT-S [triton, fused]'
     out = tmp_path / 'suite.json'
     result = subprocess.run(
-        [sys.executable, 'tools/analysis/benchmark.py', '--suite', 'training', '--device', 'cpu',
+        [sys.executable, 'tools/analysis/benchmark.py', 'gpu', '--device', 'cpu',
          '--infer-batch', '1', '--rounds', '1', '--iters', '1', '--phases', 'infer',
          '--backends', 'reference', '--json', str(out)],
         capture_output=True, text=True, cwd=ROOT)
@@ -111,14 +152,35 @@ def test_training_suite_runs_only_the_phases_and_compiled_models_asked_for(tmp_p
     assert 'training at 224' not in result.stdout
 
 
+def test_sub_commands_and_the_default_one(monkeypatch):
+    """``cpu``, ``gpu``, ``sweep``, ``detector``, ``profile``; without one, ``gpu`` where torch
+    sees a GPU, else ``cpu``; ``profile`` hands its options to step_profile.py."""
+    benchmark = load_benchmark()
+    called = []
+    for name in ('cpu_main', 'gpu_main', 'sweep_main', 'detector_main'):
+        monkeypatch.setattr(benchmark, name, lambda args, n=name: called.append((n, args)))
+    monkeypatch.setattr(benchmark, 'profile_main', lambda argv: called.append(('profile', argv)))
+    benchmark.main(['--rounds', '2'])
+    assert called[-1][0] == 'cpu_main' and called[-1][1].rounds == 2
+    monkeypatch.setattr(benchmark.torch.cuda, 'is_available', lambda: True)
+    benchmark.main(['--amp', 'bf16', '--device', 'cpu'])
+    assert called[-1][0] == 'gpu_main' and called[-1][1].amp == 'bf16'
+    benchmark.main(['sweep', '--sizes', '32', '32', '--device', 'cpu'])
+    assert called[-1][0] == 'sweep_main' and called[-1][1].sizes == [[32, 32]]
+    benchmark.main(['profile', '--phases', 'infer'])
+    assert called[-1] == ('profile', ['--phases', 'infer'])
+    with pytest.raises(SystemExit):
+        benchmark.main(['gpu', '--backends', 'cuda', '--device', 'cpu'])
+
+
 @pytest.mark.slow
 def test_size_sweep_writes_the_plot_and_its_numbers(tmp_path):
-    """`--sweep` at two toy sizes: the three models timed and measured in their own
+    """``sweep`` at two toy sizes: the three models timed and measured in their own
     processes, a table line per size, the JSON and the plot."""
     plot = str(tmp_path / 'sweep.png')
     result = subprocess.run(
-        [sys.executable, 'tools/analysis/benchmark.py', '--sweep', '--rounds', '1',
-         '--sweep-sizes', '32', '32', '--sweep-sizes', '48', '64', '--plot', plot],
+        [sys.executable, 'tools/analysis/benchmark.py', 'sweep', '--rounds', '1',
+         '--sizes', '32', '32', '--sizes', '48', '64', '--plot', plot],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert '48x64: tnt_mm TNT-S' in result.stdout and 'ratios tnt_mm / DeiT-S' in result.stdout

@@ -6,7 +6,9 @@ from .cpu_kernels import load_extension
 from .dispatch import (BACKENDS, BackendUnavailableError, inner_backend, inner_transformer,
                        reference_attention, requested_backend, select)
 from .params import InnerTransformerParams
+from .triton_kernels import fused_norm
 
-__all__ = ['BACKENDS', 'BackendUnavailableError', 'InnerTransformerParams', 'inner_backend',
+__all__ = ['BACKENDS', 'BackendUnavailableError', 'InnerTransformerParams', 'fused_norm',
+           'inner_backend',
            'inner_transformer', 'load_extension', 'reference_attention', 'requested_backend',
            'select']

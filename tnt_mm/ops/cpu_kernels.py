@@ -103,53 +103,75 @@ def load_extension() -> Optional[object]:
 
 
 # ------------------------------------------------------------------------------- contracts
-def _unsupported(x: torch.Tensor) -> Optional[str]:
+def _unsupported(x: torch.Tensor) -> List[str]:
     """What every kernel needs: CPU float32 (N, 16, C) tensors, eager mode (graphs and exported
     programs keep the reference ops), and a built extension."""
+    reasons = []
     if x.device.type != 'cpu':
-        return f'the input is on {x.device}, the kernels run on the CPU'
+        reasons.append(f'the input is on {x.device}, the kernels run on the CPU')
     if x.dtype != torch.float32:
-        return f'the input is {x.dtype}, the kernels take torch.float32'
+        reasons.append(f'the input is {x.dtype}, the kernels take torch.float32')
     if x.dim() != 3 or x.shape[1] != WORDS:
-        return f'the input has shape {tuple(x.shape)}, the kernels take (N, {WORDS}, C)'
+        reasons.append(f'the input has shape {tuple(x.shape)}, the kernels take (N, {WORDS}, C)')
     capturing = graph_capture()
     if capturing:
-        return capturing
-    if load_extension() is None:
-        return f'the extension could not be built ({_build_error})'
-    return None
+        reasons.append(capturing)
+    # built only where it would run (a CPU input): the first build compiles C++
+    if not reasons and load_extension() is None:
+        reasons.append(f'the extension could not be built ({_build_error})')
+    return reasons
+
+
+def _first(reasons: List[str]) -> Optional[str]:
+    return reasons[0] if reasons else None
+
+
+def word_attention_unsupported_reasons(x: torch.Tensor, head_dim: int,
+                                       dropout_p: float = 0.) -> List[str]:
+    """Every reason why :func:`word_attention` cannot compute the attention for the words
+    ``x`` (N, 16, C) with heads ``head_dim`` wide and dropout ``dropout_p`` on the weights;
+    empty if it can."""
+    reasons = []
+    if head_dim not in HEAD_DIMS:
+        reasons.append(f'head width {head_dim} is not one of {HEAD_DIMS}')
+    if dropout_p:
+        reasons.append(f'attention dropout {dropout_p} (the kernel has none)')
+    if torch.is_autocast_enabled('cpu'):
+        # the q|k and v projections before it come out of autocast in half precision
+        reasons.append(f'CPU autocast gives the kernel {torch.get_autocast_dtype("cpu")} '
+                       f'projections; it takes float32')
+    return reasons + _unsupported(x)
 
 
 def word_attention_unsupported(x: torch.Tensor, head_dim: int,
                                dropout_p: float = 0.) -> Optional[str]:
-    """Why :func:`word_attention` cannot compute the attention for the words ``x`` (N, 16, C)
-    with heads ``head_dim`` wide and dropout ``dropout_p`` on the weights; None if it can."""
-    if head_dim not in HEAD_DIMS:
-        return f'head width {head_dim} is not one of {HEAD_DIMS}'
-    if dropout_p:
-        return f'attention dropout {dropout_p} (the kernel has none)'
-    if torch.is_autocast_enabled('cpu'):
-        # the q|k and v projections before it come out of autocast in half precision
-        return (f'CPU autocast gives the kernel {torch.get_autocast_dtype("cpu")} projections; '
-                f'it takes float32')
-    return _unsupported(x)
+    """The first of :func:`word_attention_unsupported_reasons`; None if the kernel can run."""
+    return _first(word_attention_unsupported_reasons(x, head_dim, dropout_p))
+
+
+def inner_unsupported_reasons(words: torch.Tensor, params: InnerTransformerParams,
+                              training: bool) -> List[str]:
+    """Every reason why :func:`inner_transformer` cannot run this inner transformer; empty if
+    it can."""
+    reasons = []
+    width = words.shape[-1]
+    if (width, params.head_dim) not in INNER_SHAPES:
+        reasons.append(f'(word width, head width) = ({width}, {params.head_dim}) is not one of '
+                       f'{INNER_SHAPES}')
+    if params.qk_bias is not None or params.v_bias is not None:
+        reasons.append('the qkv Linears have a bias (the kernel has none)')
+    if params.fc1_weight.shape[0] != MLP_RATIO * width:
+        reasons.append(f'the MLP is {params.fc1_weight.shape[0]} wide, the kernel computes '
+                       f'{MLP_RATIO} x {width}')
+    if training and params.has_dropout:
+        reasons.append('dropout or stochastic depth in training (the kernel has neither)')
+    return reasons + _unsupported(words)
 
 
 def inner_unsupported(words: torch.Tensor, params: InnerTransformerParams,
                       training: bool) -> Optional[str]:
-    """Why :func:`inner_transformer` cannot run this inner transformer; None if it can."""
-    width = words.shape[-1]
-    if (width, params.head_dim) not in INNER_SHAPES:
-        return (f'(word width, head width) = ({width}, {params.head_dim}) is not one of '
-                f'{INNER_SHAPES}')
-    if params.qk_bias is not None or params.v_bias is not None:
-        return 'the qkv Linears have a bias (the kernel has none)'
-    if params.fc1_weight.shape[0] != MLP_RATIO * width:
-        return (f'the MLP is {params.fc1_weight.shape[0]} wide, the kernel computes '
-                f'{MLP_RATIO} x {width}')
-    if training and params.has_dropout:
-        return 'dropout or stochastic depth in training (the kernel has neither)'
-    return _unsupported(words)
+    """The first of :func:`inner_unsupported_reasons`; None if the kernel can run."""
+    return _first(inner_unsupported_reasons(words, params, training))
 
 
 # ------------------------------------------------------------------------------- kernels

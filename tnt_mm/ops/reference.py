@@ -29,9 +29,26 @@ def graph_capture() -> Optional[str]:
     return None
 
 
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               dropout_p: float) -> torch.Tensor:
+    """SDPA of (N, heads, L, C/heads) q, k, v -> (N, L, C), in chunks of at most
+    ``MAX_ATTENTION_BATCH`` (sequence x head) problems."""
+    batch, num_heads, tokens, head_dim = v.shape
+    step = max(1, MAX_ATTENTION_BATCH // num_heads)
+    if batch <= step:
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    else:
+        out = torch.cat([F.scaled_dot_product_attention(q[i:i + step], k[i:i + step],
+                                                         v[i:i + step], dropout_p=dropout_p)
+                         for i in range(0, batch, step)])
+    # (N, heads, L, C/heads) -> (N, L, C)
+    return out.transpose(1, 2).reshape(batch, tokens, num_heads * head_dim)
+
+
 def word_attention(qk: torch.Tensor, v: torch.Tensor, num_heads: int,
                    dropout_p: float = 0.) -> torch.Tensor:
-    """Multi-head attention over the words of each patch.
+    """Multi-head attention over the words of each patch, from the inner transformer's two
+    projections (the CPU word-attention kernel takes the same arguments).
 
     Args:
         qk (Tensor): (N, L, 2C), [q | k] as the ``qk`` Linear writes them.
@@ -47,14 +64,26 @@ def word_attention(qk: torch.Tensor, v: torch.Tensor, num_heads: int,
     # (N, L, 2C) -> (2, N, heads, L, C/heads)
     q, k = qk.reshape(batch, tokens, 2, num_heads, head_dim).permute(2, 0, 3, 1, 4)
     v = v.reshape(batch, tokens, num_heads, head_dim).transpose(1, 2)
-    step = max(1, MAX_ATTENTION_BATCH // num_heads)
-    if batch <= step:
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-    else:
-        out = torch.cat([F.scaled_dot_product_attention(q[i:i + step], k[i:i + step],
-                                                         v[i:i + step], dropout_p=dropout_p)
-                         for i in range(0, batch, step)])
-    return out.transpose(1, 2).reshape(batch, tokens, dim)  # (N, heads, L, C/h) -> (N, L, C)
+    return _attention(q, k, v, dropout_p)
+
+
+def self_attention(qkv: torch.Tensor, num_heads: int, dropout_p: float = 0.) -> torch.Tensor:
+    """Multi-head self-attention of any tokens from one fused projection.
+
+    Args:
+        qkv (Tensor): (N, L, 3C), [q | k | v].
+        num_heads (int): heads; the scale is ``(C / num_heads) ** -0.5``.
+        dropout_p (float): dropout on the attention weights. Defaults to 0.
+
+    Returns:
+        Tensor: (N, L, C), heads concatenated.
+    """
+    batch, tokens, width = qkv.shape
+    # (N, L, 3C) -> 3 x (N, heads, L, C/heads); the backward stacks the three gradients in one
+    # kernel
+    q, k, v = qkv.reshape(batch, tokens, 3, num_heads,
+                          width // (3 * num_heads)).permute(2, 0, 3, 1, 4).unbind(0)
+    return _attention(q, k, v, dropout_p)
 
 
 def inner_transformer(words: torch.Tensor, params: InnerTransformerParams,

@@ -33,16 +33,21 @@ def _load_2d(ptr, rows, cols, row_mask, col_mask, stride):
 
 
 @triton.jit
-def _accumulate_2d(ptr, rows, cols, row_mask, col_mask, stride, value):
-    # the slot belongs to this program alone: a plain read-modify-write is race-free
+def _accumulate_2d(ptr, rows, cols, row_mask, col_mask, stride, value, first):
+    # the slot belongs to this program alone: a plain read-modify-write is race-free; the
+    # program's first tile writes it (the slots are not zero-filled)
     mask = row_mask[:, None] & col_mask[None, :]
     ptrs = ptr + rows[:, None] * stride + cols[None, :]
-    tl.store(ptrs, tl.load(ptrs, mask=mask, other=0.) + value, mask=mask)
+    if not first:
+        value += tl.load(ptrs, mask=mask, other=0.)
+    tl.store(ptrs, value, mask=mask)
 
 
 @triton.jit
-def _accumulate_1d(ptr, cols, col_mask, value):
-    tl.store(ptr + cols, tl.load(ptr + cols, mask=col_mask, other=0.) + value, mask=col_mask)
+def _accumulate_1d(ptr, cols, col_mask, value, first):
+    if not first:
+        value += tl.load(ptr + cols, mask=col_mask, other=0.)
+    tl.store(ptr + cols, value, mask=col_mask)
 
 
 @triton.jit
@@ -60,6 +65,31 @@ def _layer_norm_backward(grad_xhat, xhat, rstd, col_mask, C: tl.constexpr):
     mean_grad_xhat = tl.sum(grad_xhat * xhat, axis=1) / C
     grad = rstd[:, None] * (grad_xhat - mean_grad[:, None] - xhat * mean_grad_xhat[:, None])
     return tl.where(col_mask[None, :], grad, 0.)
+
+
+@triton.jit
+def _patch_layer_norm(x, col_mask, C: tl.constexpr, CP: tl.constexpr, P: tl.constexpr, eps):
+    """LayerNorm over all 16 x C values of each patch (the words -> sentence norm of the
+    official layout): x (P*16, CP) -> (x - mean) / std (0 in the padded columns), and the
+    std's inverse per patch (P,)."""
+    x3 = tl.reshape(x, (P, 16, CP))
+    mean = tl.sum(tl.sum(x3, axis=2), axis=1) / (16 * C)
+    centred = tl.where(col_mask[None, None, :], x3 - mean[:, None, None], 0.)
+    var = tl.sum(tl.sum(centred * centred, axis=2), axis=1) / (16 * C)
+    rstd = 1. / tl.sqrt(var + eps)
+    return tl.reshape(centred * rstd[:, None, None], (P * 16, CP)), rstd
+
+
+@triton.jit
+def _patch_layer_norm_backward(grad_xhat, xhat, rstd, col_mask, C: tl.constexpr,
+                               CP: tl.constexpr, P: tl.constexpr):
+    g3 = tl.reshape(grad_xhat, (P, 16, CP))
+    x3 = tl.reshape(xhat, (P, 16, CP))
+    mean_grad = tl.sum(tl.sum(g3, axis=2), axis=1) / (16 * C)
+    mean_grad_xhat = tl.sum(tl.sum(g3 * x3, axis=2), axis=1) / (16 * C)
+    grad = rstd[:, None, None] * (g3 - mean_grad[:, None, None]
+                                  - x3 * mean_grad_xhat[:, None, None])
+    return tl.reshape(tl.where(col_mask[None, None, :], grad, 0.), (P * 16, CP))
 
 
 @triton.jit
@@ -133,11 +163,15 @@ def _forward_tile(words, norm1_w, norm1_b, qk_w, v_w, proj_w, proj_b, norm2_w, n
 @triton.jit
 def inner_transformer_fwd(
         words, out, norm1_w, norm1_b, qk_w, v_w, proj_w, proj_b, norm2_w, norm2_b,
-        fc1_w, fc1_b, fc2_w, fc2_b, keep_attn, keep_mlp, n_rows, eps, scale,
+        fc1_w, fc1_b, fc2_w, fc2_b, keep_attn, keep_mlp, normed, pn_w, pn_b, n_rows, eps,
+        scale, pn_eps,
         C: tl.constexpr, CP: tl.constexpr, HEADS: tl.constexpr, HD: tl.constexpr,
         D: tl.constexpr, HID: tl.constexpr, BH: tl.constexpr, P: tl.constexpr,
-        DT: tl.constexpr, PREC: tl.constexpr, HAS_DROP_PATH: tl.constexpr):
-    """``out = inner_transformer(words)`` for the P patches of program ``pid``."""
+        DT: tl.constexpr, PREC: tl.constexpr, HAS_DROP_PATH: tl.constexpr,
+        FUSE_NORM: tl.constexpr):
+    """``out = inner_transformer(words)`` for the P patches of program ``pid``; with
+    ``FUSE_NORM`` also ``normed`` = the LayerNorm (``pn_w``, ``pn_b``) of each patch's 16 x C
+    output values, the input of the words -> sentence projection."""
     rows = tl.program_id(0) * (P * 16) + tl.arange(0, P * 16)
     cols = tl.arange(0, CP)
     row_mask = rows < n_rows
@@ -157,22 +191,38 @@ def inner_transformer_fwd(
     mlp += tl.load(fc2_b + cols, mask=col_mask, other=0.).to(tl.float32)[None, :]
     if HAS_DROP_PATH:
         mlp *= tl.load(keep_mlp + rows // 16, mask=row_mask, other=0.)[:, None]
-    result = x1 + mlp
+    result = (x1 + mlp).to(out.dtype.element_ty)
     mask = row_mask[:, None] & col_mask[None, :]
-    tl.store(out + rows[:, None] * C + cols[None, :], result.to(out.dtype.element_ty), mask=mask)
+    tl.store(out + rows[:, None] * C + cols[None, :], result, mask=mask)
+    if FUSE_NORM:
+        # of the words as stored, as the reference normalises them; (N, 16 C) row-major has
+        # the words' addresses
+        yhat, _ = _patch_layer_norm(result.to(tl.float32), col_mask, C, CP, P, pn_eps)
+        w = _load_2d(pn_w, rows % 16, cols, row_mask, col_mask, C)
+        b = _load_2d(pn_b, rows % 16, cols, row_mask, col_mask, C)
+        tl.store(normed + rows[:, None] * C + cols[None, :],
+                 (yhat * w + b).to(normed.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def inner_transformer_bwd(
         words, grad_out, grad_words, norm1_w, norm1_b, qk_w, v_w, proj_w, proj_b, norm2_w,
-        norm2_b, fc1_w, fc1_b, fc2_w, fc2_b, keep_attn, keep_mlp,
+        norm2_b, fc1_w, fc1_b, fc2_w, fc2_b, keep_attn, keep_mlp, out_words, grad_normed, pn_w,
         g_norm1_w, g_norm1_b, g_qk_w, g_v_w, g_proj_w, g_proj_b, g_norm2_w, g_norm2_b,
-        g_fc1_w, g_fc1_b, g_fc2_w, g_fc2_b, n_rows, n_tiles, eps, scale,
+        g_fc1_w, g_fc1_b, g_fc2_w, g_fc2_b, g_pn_w, g_pn_b, slot_stride, n_rows, n_tiles, eps,
+        scale, pn_eps,
         C: tl.constexpr, CP: tl.constexpr, HEADS: tl.constexpr, HD: tl.constexpr,
         D: tl.constexpr, HID: tl.constexpr, BH: tl.constexpr, P: tl.constexpr,
-        DT: tl.constexpr, PREC: tl.constexpr, HAS_DROP_PATH: tl.constexpr):
-    """Gradients of the words, and this program's share of the weight gradients, in slot
-    ``pid`` of the ``g_*`` buffers; the program takes tiles pid, pid + grid, ..."""
+        DT: tl.constexpr, PREC: tl.constexpr, HAS_DROP_PATH: tl.constexpr,
+        FUSE_NORM: tl.constexpr):
+    """Gradients of the words, and this program's share of the weight gradients in its slot,
+    row ``pid`` of the (programs, slot_stride) buffer the ``g_*`` pointers are columns of (one
+    sum over the rows gives every weight's gradient); the program takes tiles pid, pid + grid,
+    ...
+
+    With ``FUSE_NORM`` the gradient of the output words also gets the patch LayerNorm's
+    share: its backward from ``grad_normed`` and the stored output ``out_words``, and the norm's
+    weight gradients in the slot."""
     pid = tl.program_id(0)
     grid = tl.num_programs(0)
     cols = tl.arange(0, CP)
@@ -180,22 +230,26 @@ def inner_transformer_bwd(
     d = tl.arange(0, D)
     d_mask = d < HD
     hidden = tl.arange(0, BH)
-    # this program's slot of each weight-gradient buffer
-    g_norm1_w += pid * C
-    g_norm1_b += pid * C
-    g_qk_w += pid * (2 * C * C)
-    g_v_w += pid * (C * C)
-    g_proj_w += pid * (C * C)
-    g_proj_b += pid * C
-    g_norm2_w += pid * C
-    g_norm2_b += pid * C
-    g_fc1_w += pid * (HID * C)
-    g_fc1_b += pid * HID
-    g_fc2_w += pid * (C * HID)
-    g_fc2_b += pid * C
+    # this program's slot: its row of the weight-gradient buffer
+    slot = pid * slot_stride
+    g_norm1_w += slot
+    g_norm1_b += slot
+    g_qk_w += slot
+    g_v_w += slot
+    g_proj_w += slot
+    g_proj_b += slot
+    g_norm2_w += slot
+    g_norm2_b += slot
+    g_fc1_w += slot
+    g_fc1_b += slot
+    g_fc2_w += slot
+    g_fc2_b += slot
+    g_pn_w += slot
+    g_pn_b += slot
     w_n1 = tl.load(norm1_w + cols, mask=col_mask, other=0.).to(tl.float32)
     w_n2 = tl.load(norm2_w + cols, mask=col_mask, other=0.).to(tl.float32)
     for tile in range(pid, n_tiles, grid):
+        first = tile == pid
         rows = tile * (P * 16) + tl.arange(0, P * 16)
         row_mask = rows < n_rows
         _, xhat1, rstd1, xn1, _, xhat2, rstd2, xn2 = _forward_tile(
@@ -203,12 +257,26 @@ def inner_transformer_bwd(
             rows, row_mask, cols, col_mask, eps, scale, C, HEADS, HD, D, P, DT, PREC,
             HAS_DROP_PATH)
         grad = _load_2d(grad_out, rows, cols, row_mask, col_mask, C)  # of the output words
+        if FUSE_NORM:  # normed = LN_patch(out) * pn_w + pn_b
+            yhat, rstd_patch = _patch_layer_norm(
+                _load_2d(out_words, rows, cols, row_mask, col_mask, C), col_mask, C, CP, P,
+                pn_eps)
+            grad_normed_tile = _load_2d(grad_normed, rows, cols, row_mask, col_mask, C)
+            words16 = tl.arange(0, 16)
+            _accumulate_2d(g_pn_w, words16, cols, words16 < 16, col_mask, C,
+                           tl.sum(tl.reshape(grad_normed_tile * yhat, (P, 16, CP)), axis=0),
+                           first)
+            _accumulate_2d(g_pn_b, words16, cols, words16 < 16, col_mask, C,
+                           tl.sum(tl.reshape(grad_normed_tile, (P, 16, CP)), axis=0), first)
+            w_pn = _load_2d(pn_w, rows % 16, cols, row_mask, col_mask, C)
+            grad += _patch_layer_norm_backward(grad_normed_tile * w_pn, yhat, rstd_patch,
+                                               col_mask, C, CP, P)
 
         # MLP branch: out = x1 + keep_mlp * (fc2(gelu(fc1(xn2))) + b_fc2)
         grad_mlp = grad
         if HAS_DROP_PATH:
             grad_mlp = grad * tl.load(keep_mlp + rows // 16, mask=row_mask, other=0.)[:, None]
-        _accumulate_1d(g_fc2_b, cols, col_mask, tl.sum(grad_mlp, axis=0))
+        _accumulate_1d(g_fc2_b, cols, col_mask, tl.sum(grad_mlp, axis=0), first)
         grad_mlp_dt = grad_mlp.to(DT)
         grad_xn2 = tl.zeros((P * 16, CP), dtype=tl.float32)
         for j in range(0, HID, BH):
@@ -219,15 +287,15 @@ def inner_transformer_bwd(
             w_fc2 = _load_2d(fc2_w, cols, j + hidden, col_mask, h_mask, HID).to(DT)
             _accumulate_2d(g_fc2_w, cols, j + hidden, col_mask, h_mask, HID,
                            tl.dot(tl.trans(grad_mlp_dt), _gelu(pre).to(DT),
-                                  input_precision=PREC))
+                                  input_precision=PREC), first)
             grad_pre = tl.dot(grad_mlp_dt, w_fc2, input_precision=PREC) * _gelu_grad(pre)
-            _accumulate_1d(g_fc1_b + j, hidden, h_mask, tl.sum(grad_pre, axis=0))
+            _accumulate_1d(g_fc1_b + j, hidden, h_mask, tl.sum(grad_pre, axis=0), first)
             grad_pre = grad_pre.to(DT)
             _accumulate_2d(g_fc1_w, j + hidden, cols, h_mask, col_mask, C,
-                           tl.dot(tl.trans(grad_pre), xn2, input_precision=PREC))
+                           tl.dot(tl.trans(grad_pre), xn2, input_precision=PREC), first)
             grad_xn2 += tl.dot(grad_pre, w_fc1, input_precision=PREC)
-        _accumulate_1d(g_norm2_w, cols, col_mask, tl.sum(grad_xn2 * xhat2, axis=0))
-        _accumulate_1d(g_norm2_b, cols, col_mask, tl.sum(grad_xn2, axis=0))
+        _accumulate_1d(g_norm2_w, cols, col_mask, tl.sum(grad_xn2 * xhat2, axis=0), first)
+        _accumulate_1d(g_norm2_b, cols, col_mask, tl.sum(grad_xn2, axis=0), first)
         grad_x1 = grad + _layer_norm_backward(grad_xn2 * w_n2[None, :], xhat2, rstd2, col_mask,
                                               C)
 
@@ -236,7 +304,7 @@ def inner_transformer_bwd(
         if HAS_DROP_PATH:
             grad_attn = grad_x1 * tl.load(keep_attn + rows // 16, mask=row_mask,
                                           other=0.)[:, None]
-        _accumulate_1d(g_proj_b, cols, col_mask, tl.sum(grad_attn, axis=0))
+        _accumulate_1d(g_proj_b, cols, col_mask, tl.sum(grad_attn, axis=0), first)
         grad_attn = grad_attn.to(DT)
         grad_xn1 = tl.zeros((P * 16, CP), dtype=tl.float32)
         for h in range(HEADS):
@@ -244,7 +312,7 @@ def inner_transformer_bwd(
                                                        C, HD, D, P, DT, PREC)
             w_p = _proj_weight(proj_w, h, cols, col_mask, C, HD, D).to(DT)
             _accumulate_2d(g_proj_w, cols, h * HD + d, col_mask, d_mask, C,
-                           tl.dot(tl.trans(grad_attn), out.to(DT), input_precision=PREC))
+                           tl.dot(tl.trans(grad_attn), out.to(DT), input_precision=PREC), first)
             grad_out_h = tl.reshape(tl.dot(grad_attn, w_p, input_precision=PREC).to(DT),
                                     (P, 16, D))
             grad_probs = tl.dot(grad_out_h, tl.trans(v, (0, 2, 1)), input_precision=PREC)
@@ -259,16 +327,16 @@ def inner_transformer_bwd(
             grad_k = tl.reshape(grad_k, (P * 16, D)).to(DT)
             grad_v = tl.reshape(grad_v, (P * 16, D)).to(DT)
             _accumulate_2d(g_qk_w, h * HD + d, cols, d_mask, col_mask, C,
-                           tl.dot(tl.trans(grad_q), xn1, input_precision=PREC))
+                           tl.dot(tl.trans(grad_q), xn1, input_precision=PREC), first)
             _accumulate_2d(g_qk_w, C + h * HD + d, cols, d_mask, col_mask, C,
-                           tl.dot(tl.trans(grad_k), xn1, input_precision=PREC))
+                           tl.dot(tl.trans(grad_k), xn1, input_precision=PREC), first)
             _accumulate_2d(g_v_w, h * HD + d, cols, d_mask, col_mask, C,
-                           tl.dot(tl.trans(grad_v), xn1, input_precision=PREC))
+                           tl.dot(tl.trans(grad_v), xn1, input_precision=PREC), first)
             grad_xn1 += tl.dot(grad_q, w_q, input_precision=PREC)
             grad_xn1 += tl.dot(grad_k, w_k, input_precision=PREC)
             grad_xn1 += tl.dot(grad_v, w_v, input_precision=PREC)
-        _accumulate_1d(g_norm1_w, cols, col_mask, tl.sum(grad_xn1 * xhat1, axis=0))
-        _accumulate_1d(g_norm1_b, cols, col_mask, tl.sum(grad_xn1, axis=0))
+        _accumulate_1d(g_norm1_w, cols, col_mask, tl.sum(grad_xn1 * xhat1, axis=0), first)
+        _accumulate_1d(g_norm1_b, cols, col_mask, tl.sum(grad_xn1, axis=0), first)
         grad_x = grad_x1 + _layer_norm_backward(grad_xn1 * w_n1[None, :], xhat1, rstd1,
                                                 col_mask, C)
         mask = row_mask[:, None] & col_mask[None, :]

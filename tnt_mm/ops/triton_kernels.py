@@ -10,10 +10,13 @@ dropout, for float32, float16 and bfloat16 words, under autocast too (the produc
 the autocast dtype, everything else stays float32). The backward pass keeps only the words and
 recomputes the activations, as the CPU kernel does.
 """
-from typing import List, NamedTuple, Optional, Tuple
+import contextlib
+import os
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
 
+from .amp import autocast_dtype
 from .params import InnerTransformerParams
 from .reference import graph_capture
 
@@ -130,41 +133,51 @@ def built_for(device: torch.device) -> bool:
             and torch.cuda.get_device_capability(device) >= (8, 0))
 
 
-def inner_unsupported(words: torch.Tensor, params: InnerTransformerParams,
-                      training: bool) -> Optional[str]:
-    """Why :func:`inner_transformer` cannot run this inner transformer; None if it can."""
+def inner_unsupported_reasons(words: torch.Tensor, params: InnerTransformerParams,
+                              training: bool) -> List[str]:
+    """Every reason why :func:`inner_transformer` cannot run this inner transformer; empty if
+    it can."""
+    reasons = []
     missing = _triton_missing()
     if missing:
-        return f'Triton cannot be imported ({missing})'
+        reasons.append(f'Triton cannot be imported ({missing})')
     if words.device.type != 'cuda' and not interpreting():
-        return (f'the input is on {words.device}; the Triton kernels run on CUDA tensors (on '
-                f'CPU tensors only in Triton\'s interpreter, TRITON_INTERPRET=1)')
+        reasons.append(f'the input is on {words.device}; the Triton kernels run on CUDA tensors '
+                       f'(on CPU tensors only in Triton\'s interpreter, TRITON_INTERPRET=1)')
     if words.dtype not in DTYPES:
-        return f'the input is {words.dtype}, the kernels take one of {DTYPES}'
+        reasons.append(f'the input is {words.dtype}, the kernels take one of {DTYPES}')
     if words.dim() != 3 or words.shape[1] != WORDS:
-        return f'the input has shape {tuple(words.shape)}, the kernels take (N, {WORDS}, C)'
-    width = words.shape[-1]
-    if width > MAX_WIDTH:
-        return f'word width {width} is wider than the kernels\' {MAX_WIDTH}'
+        reasons.append(f'the input has shape {tuple(words.shape)}, the kernels take '
+                       f'(N, {WORDS}, C)')
+    if words.shape[-1] > MAX_WIDTH:
+        reasons.append(f'word width {words.shape[-1]} is wider than the kernels\' {MAX_WIDTH}')
     if params.head_dim > HEAD_BLOCK:
-        return f'head width {params.head_dim} is wider than the kernels\' {HEAD_BLOCK}'
+        reasons.append(f'head width {params.head_dim} is wider than the kernels\' {HEAD_BLOCK}')
     if params.qk_bias is not None or params.v_bias is not None:
-        return 'the qkv Linears have a bias (the kernels have none)'
+        reasons.append('the qkv Linears have a bias (the kernels have none)')
     if training and (params.attn_drop or params.drop):
-        return 'dropout in training (the kernels have stochastic depth but no dropout)'
+        reasons.append('dropout in training (the kernels have stochastic depth but no dropout)')
     if words.numel() >= 2 ** 31:
-        return f'the input has {words.numel()} elements; the kernels index with 32 bits'
-    if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
-        return None  # torch.compile graphs call the kernels as custom ops (_forward_op)
-    return graph_capture()
+        reasons.append(f'the input has {words.numel()} elements; the kernels index with 32 bits')
+    # torch.compile graphs call the kernels as custom ops (_forward_op); other graphs cannot
+    if not (torch.compiler.is_compiling() and not torch.compiler.is_exporting()):
+        capturing = graph_capture()
+        if capturing:
+            reasons.append(capturing)
+    return reasons
+
+
+def inner_unsupported(words: torch.Tensor, params: InnerTransformerParams,
+                      training: bool) -> Optional[str]:
+    """The first reason why :func:`inner_transformer` cannot run this inner transformer; None
+    if it can."""
+    reasons = inner_unsupported_reasons(words, params, training)
+    return reasons[0] if reasons else None
 
 
 def _compute_dtype(words: torch.Tensor) -> torch.dtype:
     """The products' input dtype: autocast's where it is on, else the words'."""
-    device = words.device.type
-    if torch.is_autocast_enabled(device):
-        return torch.get_autocast_dtype(device)
-    return words.dtype
+    return autocast_dtype(words.device.type) or words.dtype
 
 
 def _next_power_of_2(n: int) -> int:
@@ -217,38 +230,58 @@ def forward_warps(config: dict) -> int:
     return 4 if config['CP'] <= 32 else 8
 
 
-def forward_launch(words, weights, keep, eps, config) -> Tuple[Launch, torch.Tensor]:
-    """The forward kernel's launch, and the tensor it writes the output to."""
+def forward_launch(words, weights, keep, eps, config, norm=None,
+                   normed_dtype=None) -> Tuple[Launch, torch.Tensor, Optional[torch.Tensor]]:
+    """The forward kernel's launch, the tensor it writes the output to, and with ``norm``
+    (weight, bias, eps of the patch LayerNorm over 16 x C) the one it writes the normalised
+    output to, (N, 16 C) in ``normed_dtype``."""
     out = torch.empty_like(words)
     rows = words.shape[0] * WORDS
     keep_attn, keep_mlp = keep if keep is not None else (words, words)  # unread without
+    normed = None
+    norm_args = [words, words, words, 0.]  # unread without
+    if norm is not None:
+        normed = torch.empty(words.shape[0], WORDS * words.shape[-1], device=words.device,
+                             dtype=normed_dtype or words.dtype)
+        norm_args = [normed, norm[0], norm[1], norm[2]]
     return Launch(
         'inner_transformer_fwd', (_cdiv(rows, FORWARD_PATCHES * WORDS),),
-        [words, out, *weights, keep_attn, keep_mlp, rows, eps, config['HD'] ** -0.5],
-        dict(config, P=FORWARD_PATCHES, HAS_DROP_PATH=keep is not None),
-        forward_warps(config)), out
+        [words, out, *weights, keep_attn, keep_mlp, *norm_args[:3], rows, eps,
+         config['HD'] ** -0.5, norm_args[3]],
+        dict(config, P=FORWARD_PATCHES, HAS_DROP_PATH=keep is not None,
+             FUSE_NORM=norm is not None),
+        forward_warps(config)), out, normed
 
 
-def backward_launch(words, grad_out, weights, keep, eps,
-                    config) -> Tuple[Launch, torch.Tensor, List[torch.Tensor]]:
+def backward_launch(words, grad_out, weights, keep, eps, config, norm=None, out=None,
+                    grad_normed=None) -> Tuple[Launch, torch.Tensor, torch.Tensor]:
     """The backward kernel's launch, the tensor it writes the words' gradient to, and its
-    weight-gradient slots (programs x weight, float32)."""
+    weight-gradient slots: (programs, all the weights' elements) float32, one row a program,
+    the weights one after another in each row (summed over the rows at once); with ``norm``
+    the patch LayerNorm's weight and bias follow the twelve, and ``out`` (the forward's
+    output) and ``grad_normed`` are read."""
     grad_words = torch.empty_like(words)
     rows = words.shape[0] * WORDS
     wide_float32 = config['CP'] > 32 and config['DT'].primitive_bitwidth == 32
     patches = BACKWARD_PATCHES // 2 if wide_float32 else BACKWARD_PATCHES
     tiles = _cdiv(rows, patches * WORDS)
     programs = _backward_programs(words, tiles)
-    # one allocation and one zero-fill for the twelve weights' slots, weight after weight
-    sizes = [programs * w.numel() for w in weights]
-    flat = torch.zeros(sum(sizes), dtype=torch.float32, device=words.device)
-    slots = [chunk.view(programs, *w.shape) for chunk, w in zip(flat.split(sizes), weights)]
+    graded = list(weights) + ([norm[0], norm[1]] if norm is not None else [])
+    sizes = [w.numel() for w in graded]
+    # uninitialised: each program writes its row on its first tile
+    slots = torch.empty(programs, sum(sizes), dtype=torch.float32, device=words.device)
+    columns = list(slots[0].split(sizes))  # where each weight's gradient starts in a row
+    if norm is None:
+        columns += [columns[0], columns[0]]  # unwritten without
+        norm_args = [words, words, words, 0.]
+    else:
+        norm_args = [out, grad_normed, norm[0], norm[2]]
     keep_attn, keep_mlp = keep if keep is not None else (words, words)
     return Launch(
         'inner_transformer_bwd', (programs,),
-        [words, grad_out, grad_words, *weights, keep_attn, keep_mlp, *slots, rows, tiles, eps,
-         config['HD'] ** -0.5],
-        dict(config, P=patches, HAS_DROP_PATH=keep is not None),
+        [words, grad_out, grad_words, *weights, keep_attn, keep_mlp, *norm_args[:3], *columns,
+         slots.shape[1], rows, tiles, eps, config['HD'] ** -0.5, norm_args[3]],
+        dict(config, P=patches, HAS_DROP_PATH=keep is not None, FUSE_NORM=norm is not None),
         BACKWARD_WARPS), grad_words, slots
 
 
@@ -286,16 +319,28 @@ def compile_for_gpu(launch: Launch, capability: int):
 
 
 def _forward(words, weights, keep, eps, config) -> torch.Tensor:
-    launch, out = forward_launch(words.contiguous(), weights, keep, eps, config)
+    launch, out, _ = forward_launch(words.contiguous(), weights, keep, eps, config)
     _launch(launch)
     return out
 
 
-def _backward(words, grad_out, weights, keep, eps, config) -> Tuple[torch.Tensor, ...]:
-    launch, grad_words, slots = backward_launch(words.contiguous(), grad_out.contiguous(),
-                                                weights, keep, eps, config)
+def _backward(words, grad_out, weights, keep, eps, config, norm=None, out=None,
+              grad_normed=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The words' gradient, and every weight's gradient in one flat float32 tensor."""
+    launch, grad_words, slots = backward_launch(
+        words.contiguous(), grad_out.contiguous(), weights, keep, eps, config, norm, out,
+        None if grad_normed is None else grad_normed.contiguous())
     _launch(launch)
-    return (grad_words, *(s.sum(0).to(w.dtype) for s, w in zip(slots, weights)))
+    return grad_words, slots.sum(0)  # one sum for all the weights
+
+
+def _weight_grads(flat: torch.Tensor, weights: List[torch.Tensor]) -> List[torch.Tensor]:
+    """Each weight's gradient, a view of the flat one, in the weight's dtype (one cast)."""
+    dtypes = {w.dtype for w in weights}
+    if len(dtypes) == 1:
+        flat = flat.to(dtypes.pop())
+    grads = [g.view(w.shape) for g, w in zip(flat.split([w.numel() for w in weights]), weights)]
+    return [g if g.dtype == w.dtype else g.to(w.dtype) for g, w in zip(grads, weights)]
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -338,6 +383,8 @@ def _forward_op(words: torch.Tensor, weights: List[torch.Tensor],
 def _backward_op(words: torch.Tensor, grad_out: torch.Tensor, weights: List[torch.Tensor],
                  keep_attn: Optional[torch.Tensor], keep_mlp: Optional[torch.Tensor],
                  num_heads: int, eps: float, dtype: torch.dtype) -> List[torch.Tensor]:
+    """The words' gradient and the weights' in one flat tensor (a custom op's outputs may not
+    be views of one another)."""
     config = launch_config(words.shape[-1], _op_params(weights, num_heads, eps), dtype)
     keep = None if keep_attn is None else (keep_attn, keep_mlp)
     return list(_backward(words, grad_out, weights, keep, eps, config))
@@ -350,7 +397,8 @@ def _(words, *args):
 
 @_backward_op.register_fake
 def _(words, grad_out, weights, *args):
-    return [torch.empty_like(words)] + [torch.empty_like(w) for w in weights]
+    return [torch.empty_like(words),
+            words.new_empty(sum(w.numel() for w in weights), dtype=torch.float32)]
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -361,9 +409,9 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _op_backward(ctx, grad_out):
     words, keep_attn, keep_mlp, *weights = ctx.saved_tensors
-    grad_words, *grad_weights = _backward_op(words, grad_out.contiguous(), weights, keep_attn,
-                                             keep_mlp, *ctx.settings)
-    return grad_words, grad_weights, None, None, None, None, None
+    grad_words, flat = _backward_op(words, grad_out.contiguous(), weights, keep_attn, keep_mlp,
+                                    *ctx.settings)
+    return grad_words, _weight_grads(flat, weights), None, None, None, None, None
 
 
 _forward_op.register_autograd(_op_backward, setup_context=_setup_context)
@@ -383,27 +431,95 @@ class _InnerTransformer(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        if torch.is_grad_enabled():  # create_graph=True: a second derivative was asked for
-            raise RuntimeError('double backward through the Triton inner transformer is not '
-                               'supported; use the reference backend (TNT_MM_INNER_BACKEND='
-                               'reference) for higher-order gradients')
+        _refuse_double_backward()
         words, keep_attn, keep_mlp, *weights = ctx.saved_tensors
         config, eps = ctx.settings
         keep = None if keep_attn is None else (keep_attn, keep_mlp)
-        grad_words, *grad_weights = _backward(words, grad_out, weights, keep, eps, config)
-        return (grad_words, None, None, None, None, None, *grad_weights)
+        grad_words, flat = _backward(words, grad_out, weights, keep, eps, config)
+        return (grad_words, None, None, None, None, None, *_weight_grads(flat, weights))
+
+
+class _InnerTransformerNormed(torch.autograd.Function):
+    """The eager path with the words -> sentence LayerNorm in the kernels: returns the words
+    and their patch LayerNorm ((N, 16 C), in the products' dtype); the last two weights are
+    the norm's."""
+
+    @staticmethod
+    def forward(ctx, words, keep_attn, keep_mlp, num_heads, eps, dtype, norm_eps, *weights):
+        weights, norm = list(weights[:-2]), (weights[-2], weights[-1], norm_eps)
+        config = launch_config(words.shape[-1], _op_params(weights, num_heads, eps), dtype)
+        keep = None if keep_attn is None else (keep_attn, keep_mlp)
+        launch, out, normed = forward_launch(words, weights, keep, eps, config, norm, dtype)
+        _launch(launch)
+        ctx.save_for_backward(words, out, keep_attn, keep_mlp, *weights, *norm[:2])
+        ctx.settings = config, eps, norm_eps
+        return out, normed
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_normed):
+        _refuse_double_backward()
+        words, out, keep_attn, keep_mlp, *weights = ctx.saved_tensors
+        config, eps, norm_eps = ctx.settings
+        keep = None if keep_attn is None else (keep_attn, keep_mlp)
+        weights, norm = weights[:-2], (weights[-2], weights[-1], norm_eps)
+        grad_words, flat = _backward(words, grad_out, weights, keep, eps, config, norm, out,
+                                     grad_normed)
+        return (grad_words, None, None, None, None, None, None,
+                *_weight_grads(flat, weights + list(norm[:2])))
+
+
+def _refuse_double_backward() -> None:
+    if torch.is_grad_enabled():  # create_graph=True: a second derivative was asked for
+        raise RuntimeError('double backward through the Triton inner transformer is not '
+                           'supported; use the reference backend (TNT_MM_INNER_BACKEND='
+                           'reference) for higher-order gradients')
+
+
+FUSED_NORM_ENV = 'TNT_MM_TRITON_FUSED_NORM'
+_fused_norm_forced: List[bool] = []  # the stack of fused_norm() contexts
+
+
+@contextlib.contextmanager
+def fused_norm(enabled: bool = True) -> Iterator[None]:
+    """Within the block, the kernels compute the words -> sentence LayerNorm (``enabled``) or
+    leave it to PyTorch, whatever ``TNT_MM_TRITON_FUSED_NORM`` says (nestable)."""
+    _fused_norm_forced.append(enabled)
+    try:
+        yield
+    finally:
+        _fused_norm_forced.pop()
+
+
+def fuses_norm() -> bool:
+    """Whether the kernels also compute the words -> sentence LayerNorm (official layout):
+    opt-in (:func:`fused_norm`, or ``TNT_MM_TRITON_FUSED_NORM=1``) until it has been checked
+    on a GPU; eager only."""
+    if torch.compiler.is_compiling():
+        return False
+    if _fused_norm_forced:
+        return _fused_norm_forced[-1]
+    return os.environ.get(FUSED_NORM_ENV) == '1'
 
 
 def inner_transformer(words: torch.Tensor, params: InnerTransformerParams,
-                      training: bool = False) -> torch.Tensor:
+                      training: bool = False, norm=None):
     """The kernels of :func:`tnt_mm.ops.reference.inner_transformer` (no dropout; stochastic
     depth in ``training``) on ``words`` (N, 16, c). Differentiable with respect to the words
-    and every weight."""
+    and every weight.
+
+    With ``norm`` (weight, bias and eps of a LayerNorm over 16 c, eager only) they also compute
+    the LayerNorm of each patch's output words, and return ``(words, normed)``, ``normed``
+    (N, 16 c) in the products' dtype."""
     weights = _weights(params)
     keep_attn = keep_mlp = None
     if training and params.drop_path:
         keep_attn = _stochastic_depth_scales(words, params.drop_path)
         keep_mlp = _stochastic_depth_scales(words, params.drop_path)
+    if norm is not None:
+        weight, bias, norm_eps = norm
+        return _InnerTransformerNormed.apply(
+            words.contiguous(), keep_attn, keep_mlp, params.num_heads, params.eps,
+            _compute_dtype(words), norm_eps, *weights, weight.contiguous(), bias.contiguous())
     if torch.compiler.is_compiling():
         return _forward_op(words.contiguous(), weights, keep_attn, keep_mlp, params.num_heads,
                            params.eps, _compute_dtype(words))

@@ -6,8 +6,10 @@ the CPU; this runs them where they are meant to run:
 1. outputs and the gradients of the words and every weight, for TNT-Ti/S/B widths, in float32
    (to 1e-4), float16 and bfloat16 (autocast; at most twice the reference's own error in that
    precision, plus 1e-3), at 13 patches and at 67,200 (batch 16 at 800x1333);
-2. training with stochastic depth: the same draws and gradients;
-3. a few AdamW steps of TNT-S with each backend, from the same weights: the losses agree;
+2. training with stochastic depth: the same draws and gradients; the same with the opt-in
+   fused words -> sentence norm (``TNT_MM_TRITON_FUSED_NORM``), float32 and bf16 autocast;
+3. a few AdamW steps of TNT-S with each backend, from the same weights: the losses agree
+   (also with the fused norm and ``low_precision_words``);
 4. TNT-S under torch.compile with the kernels forced (custom ops in the graph) against eager;
 5. the inner transformer's time, forward+backward, at 67,200 patches;
 
@@ -46,7 +48,7 @@ def main(argv=None) -> int:
 
     from tnt_mm.models import TNT
     from tnt_mm.models.backbones.tnt import TNTBlock
-    from tnt_mm.ops import inner_backend, inner_transformer, select, triton_kernels
+    from tnt_mm.ops import fused_norm, inner_backend, inner_transformer, select, triton_kernels
     if triton_kernels.interpreting():
         raise UsageError('TRITON_INTERPRET=1 would run the kernels in the interpreter; unset it')
 
@@ -111,26 +113,62 @@ def main(argv=None) -> int:
     report('stochastic depth (the same draws)', max(errors) < 1e-4,
            f'largest relative error {max(errors):.1e}')
 
+    # 2b. the fused words -> sentence norm (opt-in until this passes)
+    def run_normed(normed_dtype):
+        inputs = [words] + [t for t in params if isinstance(t, torch.Tensor)] + list(
+            block.norm1_proj.parameters())
+        outs = inner_transformer(words, params, True, patch_norm=block.norm1_proj)
+        outs = outs[0], outs[1].to(normed_dtype)  # as the projection after it casts it
+        return [o.detach() for o in outs] + list(torch.autograd.grad(
+            outs, inputs, (grad_out, grad_normed)))
+
+    for patches in (999, args.large):
+        for dtype_name in ('fp32', 'bf16'):
+            words = torch.randn(patches, 16, 24, device='cuda', requires_grad=True)
+            grad_out = torch.randn_like(words)
+            grad_normed = torch.randn(patches, 16 * 24, device='cuda')
+            results = {}
+            for backend in ('exact', 'triton', 'reference'):
+                torch.manual_seed(3)  # the same stochastic depth draws
+                low = dtype_name == 'bf16' and backend != 'exact'
+                with inner_backend('reference' if backend == 'exact' else backend), \
+                        fused_norm(backend == 'triton'), \
+                        torch.autocast('cuda', dtype=torch.bfloat16, enabled=low):
+                    results[backend] = run_normed(torch.bfloat16 if low else torch.float32)
+            errors = [relative_error(a, b) for a, b in zip(results['triton'], results['exact'])]
+            if dtype_name == 'fp32':
+                ok, bound = max(errors) < 1e-4, '1e-4'
+            else:
+                ref_errors = [relative_error(a, b)
+                              for a, b in zip(results['reference'], results['exact'])]
+                ok = all(e <= 2 * r + 1e-3 for e, r in zip(errors, ref_errors))
+                bound = f'2 x reference {max(ref_errors):.1e} + 1e-3'
+            report(f'fused words -> sentence norm, {dtype_name}, {patches} patches', ok,
+                   f'largest relative error {max(errors):.1e}; bound {bound}')
+
     # 3. training steps
     losses = {}
-    for backend in ('triton', 'reference'):
+    for backend in ('triton', 'triton-fused', 'reference'):
         torch.manual_seed(0)
-        model = TNT('small', out_type='cls_token', drop_path_rate=0.1).cuda().train()
+        model = TNT('small', out_type='cls_token', drop_path_rate=0.1,
+                    low_precision_words=backend == 'triton-fused').cuda().train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         x = torch.randn(8, 3, 224, 224, device='cuda')
         losses[backend] = []
         for _ in range(args.steps):
-            with inner_backend(backend), torch.autocast('cuda', dtype=torch.bfloat16):
+            with inner_backend(backend.split('-')[0]), fused_norm(backend == 'triton-fused'), \
+                    torch.autocast('cuda', dtype=torch.bfloat16):
                 loss = model(x)[-1].float().square().mean()
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
             losses[backend].append(loss.item())
-    diff = max(abs(a - b) / abs(b) for a, b in zip(losses['triton'], losses['reference']))
-    report(f'{args.steps} AdamW steps of TNT-S, bf16 autocast', diff < 2e-2,
-           f'losses {[round(v, 4) for v in losses["triton"]]} vs '
-           f'{[round(v, 4) for v in losses["reference"]]}; largest relative difference '
-           f'{diff:.1e}')
+    for backend in ('triton', 'triton-fused'):
+        diff = max(abs(a - b) / abs(b) for a, b in zip(losses[backend], losses['reference']))
+        report(f'{args.steps} AdamW steps of TNT-S, bf16 autocast, {backend}', diff < 2e-2,
+               f'losses {[round(v, 4) for v in losses[backend]]} vs '
+               f'{[round(v, 4) for v in losses["reference"]]}; largest relative difference '
+               f'{diff:.1e}')
 
     # 4. torch.compile: the kernels as custom ops inside the graph
     torch.manual_seed(0)

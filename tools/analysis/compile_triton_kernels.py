@@ -3,11 +3,13 @@
 What the GPU compiler checks and Triton's interpreter does not (block shapes, dot sizes,
 layouts, shared memory) is checked here: every kernel (forward, backward) of each model width
 in each dtype is compiled for each compute capability, with and without stochastic depth,
-and its shared memory is compared with the target's limit. Prints one line per kernel and
-exits non-zero if any fails.
+and with the fused words -> sentence norm (with stochastic depth), and its shared memory is
+compared with the target's limit. Prints one line per kernel and exits non-zero if any
+fails.
 
     python tools/analysis/compile_triton_kernels.py                     # Ti/S/B, 3 dtypes, sm_80 + sm_90
     python tools/analysis/compile_triton_kernels.py --arch s --dtype bf16 --capability 90
+    python tools/analysis/compile_triton_kernels.py --fused-norm with   # the opt-in fused norm
 """
 import argparse
 import itertools
@@ -32,6 +34,10 @@ def main(argv=None) -> int:
                              f'80 90)')
     parser.add_argument('--drop-path', choices=('with', 'without', 'both'), default='both',
                         help='the stochastic-depth variant of the kernels (default: both)')
+    parser.add_argument('--fused-norm', choices=('with', 'without', 'both'), default='both',
+                        help='the kernels with the words -> sentence LayerNorm '
+                             '(TNT_MM_TRITON_FUSED_NORM=1; default: both, the fused ones with '
+                             'stochastic depth only, the variant with the most state)')
     add_debug_arg(parser)
     args = parser.parse_args(argv)
     unknown = sorted(set(args.capability) - set(SHARED_MEMORY_KB))
@@ -48,23 +54,30 @@ def main(argv=None) -> int:
 
     dtypes = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
     drop_paths = {'with': [True], 'without': [False], 'both': [False, True]}[args.drop_path]
+    fused = {'with': [True], 'without': [False], 'both': [False, True]}[args.fused_norm]
+    variants = [(d, f) for d, f in itertools.product(drop_paths, fused)
+                if not (args.fused_norm == 'both' and args.drop_path == 'both' and f and not d)]
     failures = 0
-    print(f'{"kernel":<22} {"arch":<4} {"dtype":<5} {"drop path":<9} {"target":<6} '
+    print(f'{"kernel":<22} {"arch":<4} {"dtype":<5} {"drop path":<9} {"norm":<5} {"target":<6} '
           f'{"shared KB":>9} {"cubin KB":>8} {"seconds":>7}')
-    for arch, dtype, drop_path, capability in itertools.product(
-            args.arch, args.dtype, drop_paths, args.capability):
+    for arch, dtype, (drop_path, fuse_norm), capability in itertools.product(
+            args.arch, args.dtype, variants, args.capability):
         width, heads = ARCHS[arch]
         params = TNTBlock(width, 16 * width, 16, heads, 4).inner_params()
         words = torch.empty(21, 16, width, dtype=dtypes[dtype])
         weights = triton_kernels._weights(params)
         config = triton_kernels.launch_config(width, params, dtypes[dtype])
         keep = (torch.ones(21), torch.ones(21)) if drop_path else None
-        launches = [triton_kernels.forward_launch(words, weights, keep, 1e-5, config)[0],
-                    triton_kernels.backward_launch(words, words, weights, keep, 1e-5, config)[0]]
+        norm = (torch.ones(16 * width), torch.zeros(16 * width), 1e-5) if fuse_norm else None
+        normed = torch.empty(21, 16 * width, dtype=dtypes[dtype])
+        launches = [triton_kernels.forward_launch(words, weights, keep, 1e-5, config, norm,
+                                                  dtypes[dtype])[0],
+                    triton_kernels.backward_launch(words, words, weights, keep, 1e-5, config,
+                                                   norm, words, normed)[0]]
         for launch in launches:
             start = time.perf_counter()
             row = (f'{launch.kernel:<22} {arch:<4} {dtype:<5} {"yes" if drop_path else "no":<9} '
-                   f'sm_{capability:<3}')
+                   f'{"fused" if fuse_norm else "-":<5} sm_{capability:<3}')
             try:
                 compiled = triton_kernels.compile_for_gpu(launch, capability)
             except Exception as error:  # reported per kernel; the others still compile

@@ -110,8 +110,8 @@ STEPS = [
          parse=json_lines,
          what='torch.profiler of one TNT-S and DeiT-S step at 224 b128 and 800x1344 b2: host '
               'against device time, top kernels; the 800x1344 step replayed as a CUDA graph'),
-    Step('benchmark', f'{VENV_PY} tools/analysis/benchmark.py --device cuda --amp bf16 '
-         f'--backends reference triton --rounds 3', 180, 90,
+    Step('benchmark', f'{VENV_PY} tools/analysis/benchmark.py gpu --device cuda --amp bf16 '
+         f'--backends reference triton triton-fused --rounds 3', 180, 90,
          what='TNT-S against timm TNT-S and DeiT-S: training, inference, 800x1344'),
     Step('install_cuda', f'{INSTALL} TNT_MM_MMCV_OPS=cuda TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 '
          f'bash tools/install.sh', 420, 240,

@@ -24,13 +24,13 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from benchmark import DET_BATCH, DET_SIZE, TRAIN_BATCH, build_for_suite, loss_of  # noqa: E402
+from benchmark import DET_BATCH, DET_SIZE, TRAIN_BATCH, build, loss_of  # noqa: E402
 
 ROWS = ('tnt_mm TNT-S [auto]', 'timm DeiT-S')
 
 
 def step_function(name: str, size, batch: int, device: str, dtype, optimize: bool):
-    forward = build_for_suite(name, size, device)
+    forward = build(name, size, device, 'cls' if tuple(size) == (224, 224) else 'pyramid')
     model = forward.module.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == 'cuda') \
         if optimize else None

@@ -6,9 +6,9 @@ inner-transformer backend) and timm's DeiT-S at the GPU benchmark's sizes, count
     python tools/analysis/step_profile.py --phases train --json work_dirs/step_profile.json
     python tools/analysis/step_profile.py --backends triton --top 10 --amp none
 
-What runs: the steps of ``tools/analysis/benchmark.py``'s training suite (``suite_main``) on
-the rows its ``build_for_suite`` builds (tnt_mm TNT-S per backend, ``out_type='cls_token'`` at
-224 and ``'pyramid'`` at detection size; DeiT-S with the same rescaler on blocks 3/6/9/12
+What runs: the steps of ``tools/analysis/benchmark.py``'s ``gpu`` suite (``gpu_main``) on
+the rows its ``build`` builds (tnt_mm TNT-S per backend, ``out_type='cls_token'`` at 224 and
+``'pyramid'`` at detection size; DeiT-S with the same rescaler on blocks 3/6/9/12
 there), with its loss (``loss_of``) and sizes:
 
 - ``train``: 224x224, batch 128: forward under autocast (``--amp``, bf16 by default), loss,
@@ -37,7 +37,7 @@ below autograd and autocast, sees every ATen op of the counted step:
   launch of the inner transformer (``triton_kernels._launch``, whether called from the eager
   autograd.Function or from the ``tnt_mm::triton_inner_*`` custom ops, which are run through
   their Python implementations) is one kernel; the ATen ops around it (the backward's
-  weight-gradient slots: a zero-fill, one sum per weight) are counted as any other. Every op is
+  weight-gradient slots: one sum) are counted as any other. Every op is
   one kernel, which it is not always: cuDNN's convolution backward and flash attention's
   backward launch two or three, a ``_foreach_*`` / ``_fused_adamw_`` op one per ~36-110
   tensors, a matmul may split;
@@ -90,7 +90,7 @@ transformer, words-to-sentence, outer attention, MLP) over the number of blocks.
 
 What the numbers do not say: time. Kernel counts and interface bytes are what launch overhead
 and memory traffic grow with, but a GPU's time depends on each kernel's efficiency, which only
-a GPU run measures (``tools/analysis/benchmark.py --device cuda``). They are exact for the code
+a GPU run measures (``tools/analysis/benchmark.py gpu``). They are exact for the code
 as written and deterministic: a guard, while no GPU is at hand, that a change lowers them.
 """
 import argparse
@@ -214,6 +214,19 @@ def sdpa_as_on_gpu(original: Callable) -> Callable:
 _COUNTERS: List['StepCounter'] = []  # the counters entered, innermost last
 
 
+def conv_format_as_cudnn(original: Callable) -> Callable:
+    """The output layout of a convolution on fake CUDA tensors as cuDNN picks it: channels last
+    when the input or the weight is (4-d); without a GPU the backend chosen is not cuDNN, and
+    its layout rule differs."""
+    def choose(input_, weight, backend):
+        if input_.is_cuda and input_.dim() == 4 and any(
+                t.is_contiguous(memory_format=torch.channels_last)
+                and not t.is_contiguous() for t in (input_, weight)):
+            return torch.channels_last
+        return original(input_, weight, backend)
+    return choose
+
+
 def _launch_on_fake_tensors(launch) -> None:
     """``tnt_mm.ops.triton_kernels._launch`` on fake tensors: nothing to run; the active
     counter records the launch as one kernel."""
@@ -232,8 +245,9 @@ def fake_device(device: str):
       132 SMs: ``triton_kernels.built_for`` and ``_backward_programs`` read them, so ``auto``
       picks the Triton backend as on the GPU), ``torch.cuda.is_bf16_supported``, CUDA
       autocast's and GradScaler's availability check (they switch themselves off without a
-      GPU), ``torch.cuda.Event`` (:class:`FakeCudaEvent`) and
-      ``F.scaled_dot_product_attention``'s kernel choice (:func:`sdpa_as_on_gpu`).
+      GPU), ``torch.cuda.Event`` (:class:`FakeCudaEvent`),
+      ``F.scaled_dot_product_attention``'s kernel choice (:func:`sdpa_as_on_gpu`) and the
+      convolutions' output layout (:func:`conv_format_as_cudnn`).
     """
     from tnt_mm.ops import triton_kernels
     patches = [(triton_kernels, '_launch', _launch_on_fake_tensors)]
@@ -248,6 +262,8 @@ def fake_device(device: str):
             (amp_common, 'amp_definitely_not_available', lambda: False),
             (F, 'scaled_dot_product_attention',
              sdpa_as_on_gpu(F.scaled_dot_product_attention)),
+            (torch._C, '_conv_determine_backend_memory_format',
+             conv_format_as_cudnn(torch._C._conv_determine_backend_memory_format)),
         ]
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
     try:
@@ -307,9 +323,11 @@ def frame_part(filename: str, function: str, text: Callable[[], str]) -> Optiona
     if function == 'loss_of':
         return 'loss'
     if path.endswith('tools/analysis/benchmark.py') and function == 'run':
-        return 'output'  # build_for_suite's run(): the class token of the features
+        return 'output'  # benchmark.build's run(): the class token of the features
     if path.endswith('tnt_mm/ops/dispatch.py') and function == 'inner_transformer':
-        return 'inner transformer'
+        # the words' norm, computed after the words where no kernel takes it
+        return 'words-to-sentence' if 'return words, patch_norm' in text() else \
+            'inner transformer'
     if path.endswith('tnt_mm/models/backbones/pyramid.py'):
         return 'pyramid'
     if path.endswith(_TNT):
@@ -693,8 +711,11 @@ class StepCounter(TorchDispatchMode):
 
     def triton_launch(self, launch) -> None:
         """A Triton launch (``triton_kernels.Launch``): one kernel; its bytes are its tensor
-        arguments', each counted once (the inputs read, the outputs and slots written)."""
-        distinct = list({id(t): t for t in _tensors(launch.args)}.values())
+        arguments', each counted once (the inputs read, the outputs and slots written), a view
+        as the whole tensor it views (the weight-gradient pointers address all the rows of
+        the slot buffer)."""
+        bases = [t if t._base is None else t._base for t in _tensors(launch.args)]
+        distinct = list({id(t): t for t in bases}.values())
         self.record(f'triton::{launch.kernel}', distinct, sum(map(footprint, distinct)))
 
     def _sync(self, name: str, detail: str = '') -> None:
@@ -809,7 +830,7 @@ def set_phase(name: str) -> None:
 # ------------------------------------------------------------------ the steps
 def make_step(phase: str, forward: Callable, x: torch.Tensor, device: str,
               amp_dtype: Optional[torch.dtype], engine: PythonEngine) -> Callable[[], None]:
-    """One step of ``phase`` as benchmark.py's ``suite_main`` runs it (``train``: its
+    """One step of ``phase`` as benchmark.py's ``gpu_main`` runs it (``train``: its
     ``train_job`` with an AdamW; ``det``: without one; ``infer``: its ``infer_job``), the
     backward pass through ``engine``."""
     bench = load_benchmark()
@@ -903,9 +924,10 @@ def summarise(counter: StepCounter, batch: int, depth: int, host_s: float) -> di
 
 
 def build_fake(name: str, img_size, device: str) -> Callable:
-    """One benchmark row as ``build_for_suite`` builds it (on the CPU), its parameters and
+    """One benchmark row as ``benchmark.build`` builds it (on the CPU), its parameters and
     buffers then made fake on ``device``; ``forward.fake_mode`` is the mode to run it in."""
-    forward = load_benchmark().build_for_suite(name, img_size, 'cpu')
+    output = 'cls' if tuple(img_size) == (224, 224) else 'pyramid'
+    forward = load_benchmark().build(name, img_size, 'cpu', output)
     forward.fake_mode = FakeTensorMode()
     fake_module(forward.module, forward.fake_mode, device)
     return forward
@@ -941,7 +963,8 @@ def default_sizes(bench) -> dict:
 
 def row_names(backends: Sequence[str]) -> List[str]:
     bench = load_benchmark()
-    return [f'{bench.OURS} [{b}]' for b in backends] + [DEIT]
+    # 'triton-fused': the kernels' words -> sentence norm and low-precision words (opt-in)
+    return [f'{bench.OURS} [{b.replace("-fused", ", fused")}]' for b in backends] + [DEIT]
 
 
 # ------------------------------------------------------------------ the report
@@ -1008,9 +1031,12 @@ def print_top(results: Dict[str, dict], phase: str, top: int) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--phases', nargs='+', choices=PHASES, default=list(PHASES))
-    parser.add_argument('--backends', nargs='+', choices=('reference', 'triton', 'auto'),
-                        help='tnt_mm inner-transformer backends, one row each (default: '
-                        'reference triton with --device cuda, reference with --device cpu)')
+    parser.add_argument('--backends', nargs='+',
+                        choices=('reference', 'triton', 'triton-fused', 'auto'),
+                        help='tnt_mm inner-transformer backends, one row each; triton-fused: '
+                        'with the opt-in fused words -> sentence norm and low_precision_words '
+                        '(default: reference triton with --device cuda, reference with '
+                        '--device cpu)')
     parser.add_argument('--amp', choices=sorted(AMP), default='bf16',
                         help='autocast dtype, as the GPU benchmark\'s --amp (fp16 with a '
                         'GradScaler). Defaults to bf16')

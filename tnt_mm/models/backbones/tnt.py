@@ -26,6 +26,7 @@ from torch.utils.checkpoint import checkpoint
 from torchvision.ops import StochasticDepth
 
 from tnt_mm.ops import InnerTransformerParams, inner_transformer
+from tnt_mm.ops.amp import autocast_dtype
 from tnt_mm.registry import MODELS
 from ..layers import Attention, LayerNorm, Mlp, init_transformer_weights, resample_pos_embed
 from .pyramid import PyramidRescaler
@@ -38,9 +39,10 @@ INPUT_CHECK_ADVICE = ('Check the images and the data preprocessor (a zero std di
 
 
 class PendingInputCheck(NamedTuple):
-    """A finite-input test on its way to the host: the input's min and max, the event after
-    their copy (None on the CPU), and the input's shape for the message."""
-    extremes: torch.Tensor
+    """A finite-input test on its way to the host: a sum of the input that is finite exactly
+    when every value is (see :func:`finite_probe`), the event after its copy (None on the
+    CPU), and the input's shape for the message."""
+    probe: torch.Tensor
     ready: Optional['torch.cuda.Event']
     shape: Tuple[int, ...]
 
@@ -54,6 +56,16 @@ def defers_input_check(device: torch.device) -> bool:
     """Whether the training-time input test is read one step later: on devices where reading
     it at once would make the host wait for the device (all but the CPU)."""
     return device.type != 'cpu'
+
+
+def finite_probe(x: torch.Tensor) -> torch.Tensor:
+    """One reduction of ``x`` that is finite exactly when every value of ``x`` is: the sum in
+    float64, which no sum of float32 values overflows and through which NaN and Inf propagate
+    (Inf - Inf is NaN). Devices without float64 get the min and max, in two values."""
+    x = x.detach()
+    if x.device.type in ('cuda', 'cpu'):
+        return x.sum(dtype=torch.float64).reshape(1)
+    return torch.stack(torch.aminmax(x.float()))
 
 
 def is_fake(tensor: torch.Tensor) -> bool:
@@ -150,15 +162,19 @@ class TNTBlock(nn.Module):
             norm2_weight=self.norm_mlp_in.weight, norm2_bias=self.norm_mlp_in.bias,
             fc1_weight=mlp.fc1.weight, fc1_bias=mlp.fc1.bias,
             fc2_weight=mlp.fc2.weight, fc2_bias=mlp.fc2.bias,
-            num_heads=attn.num_heads, eps=self.norm_in.eps, attn_drop=attn.attn_drop,
+            num_heads=attn.num_heads, eps=self.norm_in.eps, attn_drop=attn.attn_drop_rate,
             drop=attn.proj_drop.p, drop_path=self.drop_path_rate)
 
-    def words_to_sentences(self, words: torch.Tensor, batch: int) -> torch.Tensor:
-        """(B*N, m, c) words -> (B, N, d) contribution to the sentence tokens."""
+    def words_to_sentences(self, words: torch.Tensor, batch: int,
+                           normed: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B*N, m, c) words -> (B, N, d) contribution to the sentence tokens; ``normed``: the
+        official layout's first norm of the words, (B*N, m*c), where it was computed with
+        them."""
         if self.legacy:
             return self.proj(self.norm1_proj(words).reshape(batch, -1, self.proj.in_features))
-        return self.norm2_proj(self.proj(self.norm1_proj(
-            words.reshape(batch, -1, self.proj.in_features))))
+        if normed is None:
+            normed = self.norm1_proj(words.reshape(-1, self.proj.in_features))
+        return self.norm2_proj(self.proj(normed.reshape(batch, -1, self.proj.in_features)))
 
     def forward(self, words: torch.Tensor, sentences: torch.Tensor,
                 recompute_inner: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -171,9 +187,15 @@ class TNTBlock(nn.Module):
                 FLOPs, so this trades a few percent of training time for much memory.
         """
         if self.has_inner:
-            words = inner_transformer(words, self.inner_params(), self.training,
-                                      recompute=recompute_inner)
-            update = self.words_to_sentences(words, sentences.shape[0])
+            normed = None
+            if self.legacy:
+                words = inner_transformer(words, self.inner_params(), self.training,
+                                          recompute=recompute_inner)
+            else:  # the words' norm may be computed with them (the Triton kernels)
+                words, normed = inner_transformer(words, self.inner_params(), self.training,
+                                                  recompute=recompute_inner,
+                                                  patch_norm=self.norm1_proj)
+            update = self.words_to_sentences(words, sentences.shape[0], normed)
             # The class token gets no word update: a zero row before the update. Out of place
             # (in-place updates break autograd and checkpointing); padding rather than
             # concatenating the slices, whose backward zero-fills two full-size gradients.
@@ -216,10 +238,21 @@ class PixelEmbed(nn.Module):
             # (B, c, Hp, s, Wp, s) -> (B, Hp, Wp, s, s, c) -> (B*N, s*s, c)
             x = x.reshape(batch, dim, hp, s, wp, s).permute(0, 2, 4, 3, 5, 1)
             return x.reshape(batch * hp * wp, s * s, dim)
-        # (B, C, Hp, p, Wp, p) -> (B, Hp, Wp, C, p, p) -> (B*N, C, p, p)
-        x = x.reshape(batch, channels, hp, p, wp, p).permute(0, 2, 4, 1, 3, 5)
-        x = self.proj(x.reshape(batch * hp * wp, channels, p, p))  # (B*N, c, s, s)
-        return x.flatten(2).transpose(1, 2)  # (B*N, s*s, c)
+        # (B, C, Hp, p, Wp, p) -> (B, Hp, Wp, p, p, C): the patches, copied once, channels
+        # last and in the conv's autocast dtype (a cast and a copy in one kernel); the conv
+        # then writes its output channels last, which is the words' (B*N, s*s, c) layout
+        x = x.reshape(batch, channels, hp, p, wp, p).permute(0, 2, 4, 3, 5, 1)
+        patches = torch.empty((batch * hp * wp, p, p, channels), dtype=self._input_dtype(x),
+                              device=x.device)
+        patches.view(x.shape).copy_(x)
+        x = self.proj(patches.permute(0, 3, 1, 2))  # (B*N, c, s, s), channels last
+        return x.permute(0, 2, 3, 1).reshape(x.shape[0], s * s, x.shape[1])  # (B*N, s*s, c)
+
+    @staticmethod
+    def _input_dtype(x: torch.Tensor) -> torch.dtype:
+        """The dtype the conv computes in: autocast's where it is on, else the input's."""
+        amp = autocast_dtype(x.device.type)
+        return amp if amp is not None and x.is_floating_point() else x.dtype
 
 
 @MODELS.register_module()
@@ -275,6 +308,10 @@ class TNT(BaseModule):
         recompute_inner (bool): in training, recompute the inner transformer in the backward
             pass instead of storing its activations (see :meth:`TNTBlock.forward`); the outputs
             and gradients are unchanged. Defaults to True.
+        low_precision_words (bool): under autocast, keep the words in autocast's dtype between
+            blocks instead of float32 (the word position embedding would promote them): half
+            their memory traffic. The Triton kernels compute in float32 and round each block's
+            output words; the sentences stay float32. Defaults to False.
         frozen_stages (int): what is kept frozen, as in mmdet / mmpretrain backbones: ``-1``
             nothing; ``0`` the embeddings (word embedding, word -> sentence projection, class
             token, position embeddings); ``k`` the embeddings and the first ``k`` blocks. Frozen
@@ -308,6 +345,7 @@ class TNT(BaseModule):
                  inner_block_indices: Optional[Sequence[int]] = None,
                  with_cp: bool = False,
                  recompute_inner: bool = True,
+                 low_precision_words: bool = False,
                  frozen_stages: int = -1,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -323,6 +361,7 @@ class TNT(BaseModule):
         self.with_se = with_se
         self.with_cp = with_cp
         self.recompute_inner = recompute_inner
+        self.low_precision_words = low_precision_words
         depth = self.num_layers = self.arch_settings['depth']
         inner_dim = self.arch_settings['inner_dim']
         self.embed_dims = outer_dim = self.arch_settings['outer_dim']
@@ -469,7 +508,8 @@ class TNT(BaseModule):
                              f'(input shape {tuple(x.shape)})')
         # In training only, where bad inputs would be trained on; not while tracing, compiling
         # or capturing a CUDA graph, where the test would break the graph.
-        if not self.training or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        if (not self.training or torch.jit.is_tracing() or torch.compiler.is_compiling()
+                or x.is_meta):  # a meta tensor has no values
             return
         # (asked only of a live CUDA context: fake CUDA tensors have none)
         if x.is_cuda and torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing():
@@ -488,23 +528,22 @@ class TNT(BaseModule):
                     f'losses. {INPUT_CHECK_ADVICE}')
 
     def _check_finite_later(self, x: torch.Tensor) -> None:
-        """The finite-input test without stopping the GPU: its result (the input's min and
-        max, in one reduction) is copied to the host behind the step's work and read at the
-        next training step, once it has arrived. A bad input is then reported one step late."""
+        """The finite-input test without stopping the GPU: its result (:func:`finite_probe`,
+        one reduction) is copied to the host behind the step's work and read at the next
+        training step, once it has arrived. A bad input is then reported one step late."""
         pending = _PENDING_INPUT_CHECKS.get(self)
         if pending is not None and (pending.ready is None or pending.ready.query()):
             del _PENDING_INPUT_CHECKS[self]
-            if not is_fake(pending.extremes):  # a fake tensor (step_profile.py) has no value
-                low, high = pending.extremes.tolist()
-                if not (math.isfinite(low) and math.isfinite(high)):
+            if not is_fake(pending.probe):  # a fake tensor (step_profile.py) has no value
+                if not all(map(math.isfinite, pending.probe.tolist())):
                     raise ValueError(
                         f'TNT got NaN or infinite values in its input of shape '
                         f'{pending.shape} at the previous training step (on a GPU the test is '
                         f'read one step later, so as not to wait for it); the network turns '
                         f'them into NaN features and losses. {INPUT_CHECK_ADVICE}')
-        extremes = torch.stack(torch.aminmax(x.detach().float()))  # NaN propagates through both
-        host = torch.empty(2, dtype=torch.float32, pin_memory=x.is_cuda)
-        host.copy_(extremes, non_blocking=True)
+        probe = finite_probe(x)
+        host = torch.empty(probe.shape, dtype=probe.dtype, pin_memory=x.is_cuda)
+        host.copy_(probe, non_blocking=True)
         ready = None
         if x.is_cuda:
             ready = torch.cuda.Event()
@@ -524,7 +563,11 @@ class TNT(BaseModule):
         if torch.compiler.is_exporting() or pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))  # zeros on the bottom and right
 
-        words = self.pixel_embed(x) + self.pixel_pos
+        words = self.pixel_embed(x)  # in autocast's dtype under autocast
+        pixel_pos = self.pixel_pos
+        if self.low_precision_words and words.dtype != pixel_pos.dtype:
+            pixel_pos = pixel_pos.to(words.dtype)
+        words = words + pixel_pos
         sentences = self.norm2_proj(self.proj(self.norm1_proj(
             words.reshape(batch, grid[0] * grid[1], -1))))  # (B*N, m, c) -> (B, N, d)
         sentences = torch.cat([self.cls_token.expand(batch, -1, -1), sentences], dim=1)

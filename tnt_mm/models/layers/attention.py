@@ -1,22 +1,24 @@
 """Multi-head self-attention with TNT's parameter layout."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from tnt_mm.ops.reference import word_attention
+from tnt_mm.ops.reference import self_attention
 
 
 class Attention(nn.Module):
     """Multi-head self-attention with the TNT parameter layout: a ``qk`` Linear (dim -> 2 dim)
-    and a separate ``v`` Linear, computed by ``F.scaled_dot_product_attention``
-    (:func:`tnt_mm.ops.reference.word_attention`).
+    and a separate ``v`` Linear (the checkpoints' keys), computed as one ``qkv`` product and
+    ``F.scaled_dot_product_attention`` (:func:`tnt_mm.ops.reference.self_attention`).
 
     Args:
         dim (int): token width.
         num_heads (int): attention heads; must divide ``dim``.
         qkv_bias (bool): bias in the ``qk`` and ``v`` Linears. Defaults to False.
-        attn_drop (float): dropout on the attention weights. Defaults to 0.
+        attn_drop (float): dropout rate on the attention weights (``attn_drop_rate``).
+            Defaults to 0.
         proj_drop (float): dropout after the output projection. Defaults to 0.
     """
 
@@ -30,7 +32,7 @@ class Attention(nn.Module):
         if dim % num_heads:
             raise ValueError(f'attention width {dim} is not divisible by num_heads={num_heads}')
         self.num_heads = num_heads
-        self.attn_drop = attn_drop
+        self.attn_drop_rate = attn_drop  # a rate: SDPA applies the dropout
         self.qk = nn.Linear(dim, dim * 2, bias=qkv_bias)
         self.v = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
@@ -43,10 +45,18 @@ class Attention(nn.Module):
         return self.qk(x).reshape(batch, tokens, 2, self.num_heads,
                                   dim // self.num_heads).permute(2, 0, 3, 1, 4)
 
+    def qkv_weight(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The weight (3 dim, dim) and bias of the fused projection, [q | k | v]."""
+        bias = None
+        if self.qk.bias is not None:
+            bias = torch.cat([self.qk.bias, self.v.bias])
+        return torch.cat([self.qk.weight, self.v.weight]), bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # any tokens, not only words: q|k and v as the Linears write them, SDPA in chunks if large
-        x = word_attention(self.qk(x), self.v(x), self.num_heads,
-                           self.attn_drop if self.training else 0.)
+        # One GEMM for q, k and v: concatenating the (small) weights costs a kernel, two
+        # products, an input cast under autocast and the sum of two input gradients less.
+        qkv = F.linear(x, *self.qkv_weight())
+        x = self_attention(qkv, self.num_heads, self.attn_drop_rate if self.training else 0.)
         return self.proj_drop(self.proj(x))
 
     @torch.no_grad()
