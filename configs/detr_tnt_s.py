@@ -3,23 +3,16 @@
 _base_ = [
     'mmdet::detr/detr_r50_8xb2-150e_coco.py',
     './_base_/tnt_runtime.py', './_base_/tnt_norm.py', './_base_/tnt_optim.py',
+    './_base_/tnt_s_backbone.py',
 ]
 
-arch = 'small'
 embed_dims = 384
-pretrained = 'checkpoints/tnt_s_official.pth'  # converted with tools/model_converters/tnt2mm.py
 max_epochs = 50
 
 model = dict(
     data_preprocessor=_base_.tnt_norm,
-    backbone=dict(
-        _delete_=True,
-        type='tnt_mm.TNT',
-        arch=arch,
-        out_type='featmap',
-        out_indices=(11,),
-        drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    backbone=dict(_base_.tnt_s_backbone, _delete_=True, out_type='featmap',
+                  out_indices=(11,)),
     neck=dict(
         _delete_=True,
         type='tnt_mm.FeaturePool',

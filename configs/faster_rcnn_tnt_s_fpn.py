@@ -3,22 +3,14 @@
 _base_ = [
     'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
     './_base_/tnt_runtime.py', './_base_/tnt_norm.py', './_base_/tnt_optim.py',
+    './_base_/tnt_s_backbone.py',
 ]
 
-arch = 'small'
 embed_dims = 384  # TNT-Ti 192, TNT-S 384, TNT-B 640
-pretrained = 'checkpoints/tnt_s_official.pth'  # converted with tools/model_converters/tnt2mm.py
 
 model = dict(
     data_preprocessor=_base_.tnt_norm,
-    backbone=dict(
-        _delete_=True,
-        type='tnt_mm.TNT',
-        arch=arch,
-        out_type='pyramid',
-        out_indices=(2, 5, 8, 11),
-        drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    backbone=dict(_base_.tnt_s_backbone, _delete_=True),
     neck=dict(in_channels=[embed_dims] * 4))
 
 # AdamW as mmdet trains transformer backbones. Batch 16 in total (2 per GPU x 8).

@@ -5,14 +5,13 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_40k.py',
     './_base_/tnt_runtime.py', './_base_/tnt_norm.py', './_base_/tnt_optim.py',
+    './_base_/tnt_s_backbone.py',
 ]
 
-arch = 'small'
 embed_dims = 384  # TNT-Ti 192, TNT-S 384, TNT-B 640
 num_classes = 150
 crop_size = (512, 512)
 patch_size = 16
-pretrained = 'checkpoints/tnt_s_official.pth'  # converted with tools/model_converters/tnt2mm.py
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 
 model = dict(
@@ -29,15 +28,11 @@ model = dict(
         # logits would be shifted against the image.
         test_cfg=dict(size_divisor=patch_size)),
     backbone=dict(
-        type='tnt_mm.TNT',
-        arch=arch,
-        out_type='pyramid',
+        _base_.tnt_s_backbone,
         # block 3 at stride 4 for detail, block 12 at stride 16 for the transformer: only the
         # two levels the head reads, so that every pyramid layer is trained
         out_indices=(2, 11),
-        pyramid_scales=(4.0, 1.0),
-        drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+        pyramid_scales=(4.0, 1.0)),
     decode_head=dict(
         type='tnt_mm.Trans2SegHead',
         in_channels=(embed_dims, embed_dims),

@@ -6,14 +6,13 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
     './_base_/tnt_runtime.py', './_base_/tnt_norm.py', './_base_/tnt_optim.py',
+    './_base_/tnt_s_backbone.py',
 ]
 
-arch = 'small'
 embed_dims = 384  # TNT-Ti 192, TNT-S 384, TNT-B 640
 num_classes = 150
 crop_size = (512, 512)
 patch_size = 16
-pretrained = 'checkpoints/tnt_s_official.pth'  # converted with tools/model_converters/tnt2mm.py
 
 model = dict(
     data_preprocessor=dict(
@@ -24,14 +23,7 @@ model = dict(
         # logits would be shifted against the image.
         test_cfg=dict(size_divisor=patch_size)),
     pretrained=None,  # the backbone loads its own weights (init_cfg), strictly
-    backbone=dict(
-        _delete_=True,
-        type='tnt_mm.TNT',
-        arch=arch,
-        out_type='pyramid',
-        out_indices=(2, 5, 8, 11),
-        drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    backbone=dict(_base_.tnt_s_backbone, _delete_=True),
     decode_head=dict(in_channels=[embed_dims] * 4, num_classes=num_classes),
     auxiliary_head=dict(in_channels=embed_dims, num_classes=num_classes))  # level 2: stride 16
 

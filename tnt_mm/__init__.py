@@ -1,8 +1,10 @@
 """TNT (Transformer in Transformer) backbones for the OpenMMLab 2.x stack.
 
-``import tnt_mm`` registers the models in the ``tnt_mm`` registry scope; configs refer to them
-as ``type='tnt_mm.TNT'``. It also lets mmcv's ``nms`` and ``roi_align`` run on torchvision's
-kernels where mmcv has none for the device (:mod:`tnt_mm.detection_ops`).
+``import tnt_mm`` registers what the package adds: its models and hooks in the ``tnt_mm``
+registry scope (configs refer to them as ``type='tnt_mm.TNT'``) and the ``trusted://`` and
+``hf-hub:`` checkpoint prefixes. It changes no other library's behaviour, with one documented
+exception: mmcv's ``nms`` and ``roi_align`` run on torchvision's kernels where mmcv has none
+for the device (:mod:`tnt_mm.detection_ops`), and only there.
 """
 from . import detection_ops, engine, models  # noqa: F401  (registers hooks and models)
 from .version import __version__

@@ -15,6 +15,7 @@ import os.path as osp
 
 from mmengine.config import Config
 
+from tnt_mm.engine.checkpoint import safe_checkpoint_loading
 from tnt_mm.utils.cli import UsageError, require_file, run_cli
 from tnt_mm.utils.config import add_runner_args, export_local_rank, load_config
 from tnt_mm.utils.data_check import check_data
@@ -61,7 +62,12 @@ def build_config(args) -> Config:
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
+    # the checkpoint and Pretrained weights: local files weights-only, with clear refusals
+    with safe_checkpoint_loading():
+        return evaluate(parse_args(argv))
+
+
+def evaluate(args) -> dict:
     cfg = build_config(args)
     require_file(args.checkpoint, 'checkpoint')  # before the Runner builds anything
     check_data(cfg, ('test',))

@@ -20,6 +20,7 @@ import sys
 from mmengine.config import Config
 
 from tnt_mm.engine import PREEMPTED_EXIT_CODE, TrainingPreempted
+from tnt_mm.engine.checkpoint import safe_checkpoint_loading
 from tnt_mm.utils.cli import UsageError, require_file, run_cli
 from tnt_mm.utils.config import (add_runner_args, check_checkpoints, export_local_rank,
                                  load_config)
@@ -74,7 +75,12 @@ def build_config(args) -> Config:
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
+    # load_from, --resume and Pretrained weights: local files weights-only, with clear refusals
+    with safe_checkpoint_loading():
+        run_training(parse_args(argv))
+
+
+def run_training(args) -> None:
     if args.resume and args.resume != 'auto':
         require_file(args.resume, '--resume')
     cfg = build_config(args)

@@ -1,5 +1,6 @@
-"""Checkpoints are read safely on every path of this package, trusted per file only, and
-strictly: a pickle that would run code is refused everywhere and never runs."""
+"""Checkpoints are read safely on every path of this package (its Pretrained path, its tools,
+the converter), trusted per file only, and strictly: a pickle that would run code is refused
+there and never runs. Importing the package changes no loader of mmengine's."""
 import os
 import pickle
 import subprocess
@@ -11,8 +12,9 @@ from helpers import load_tool, toy_cls_options
 from mmengine.runner import load_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
-import tnt_mm  # noqa: F401  (registers the loaders)
-from tnt_mm.engine.checkpoint import TRUSTED_PREFIX
+import tnt_mm  # noqa: F401  (adds the trusted:// and hf-hub: prefixes)
+from tnt_mm.engine.checkpoint import (TRUSTED_PREFIX, load_checkpoint_safely,
+                                      safe_checkpoint_loading)
 from tnt_mm.models import TNT
 
 train = load_tool('tools/train.py')
@@ -48,12 +50,44 @@ def malicious(tmp_path, monkeypatch):
     assert not os.path.exists(marker), 'the payload ran'
 
 
-def test_mmengine_loader_refuses(malicious):
+def test_safe_loading_refuses(malicious):
     path, _ = malicious
     with pytest.raises(pickle.UnpicklingError, match=REFUSED + r'.*"trusted://'):
-        CheckpointLoader.load_checkpoint(path)
-    with pytest.raises(pickle.UnpicklingError, match=REFUSED):  # mmengine's public API too
-        load_checkpoint(TNT('tiny', out_type='cls_token'), path)
+        load_checkpoint_safely(path)
+    with safe_checkpoint_loading():  # mmengine's loaders and public API within the block
+        with pytest.raises(pickle.UnpicklingError, match=REFUSED):
+            CheckpointLoader.load_checkpoint(path)
+        with pytest.raises(pickle.UnpicklingError, match=REFUSED):
+            load_checkpoint(TNT('tiny', out_type='cls_token'), path)
+
+
+def test_import_changes_no_loader_of_mmengine():
+    """In a fresh process: after importing the package and every module the configs name,
+    mmengine's loader of a plain path is mmengine's own function, every other loader is as it
+    was, and only this package's prefixes were added; the safe loader is in place within
+    ``safe_checkpoint_loading()`` only. Triton's interpreter is left as it is (the tests fix
+    its bfloat16 explicitly, tests/conftest.py)."""
+    code = (
+        'import mmengine.runner.checkpoint as c\n'
+        'before = dict(c.CheckpointLoader._schemes)\n'
+        'import tnt_mm, tnt_mm.models, tnt_mm.engine, tnt_mm.evaluation, tnt_mm.registry\n'
+        'from tnt_mm.engine.checkpoint import load_local, safe_checkpoint_loading\n'
+        'after = dict(c.CheckpointLoader._schemes)\n'
+        'assert after[""] is c.load_from_local, after[""]\n'
+        'assert all(after[k] is v for k, v in before.items())\n'
+        'assert set(after) - set(before) == {"trusted://", "hf-hub:"}, set(after) - set(before)\n'
+        'with safe_checkpoint_loading():\n'
+        '    assert c.CheckpointLoader._schemes[""] is load_local\n'
+        'assert c.CheckpointLoader._schemes[""] is c.load_from_local\n'
+        'from tnt_mm.ops import triton_kernels\n'
+        'triton_kernels.kernels()  # the kernels defined, in the interpreter\n'
+        'import triton.runtime.interpreter as i\n'
+        'assert not getattr(i.InterpreterBuilder, "_tnt_mm_bf16", False)\n'
+        'print("ok")\n')
+    env = dict(os.environ, TRITON_INTERPRET='1')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            env=env)
+    assert result.returncode == 0 and result.stdout.strip() == 'ok', result.stderr[-2000:]
 
 
 def test_backbone_init_cfg_refuses(malicious):
@@ -93,11 +127,12 @@ def test_trusted_prefix_is_a_per_file_opt_in(tmp_path):
     path = str(tmp_path / 'official.pth.tar')
     torch.save(dict(state_dict={'w': torch.ones(2)}, args=argparse.Namespace(lr=0.1)), path)
     with pytest.raises(pickle.UnpicklingError, match='it refers to argparse.Namespace'):
-        CheckpointLoader.load_checkpoint(path)
-    loaded = CheckpointLoader.load_checkpoint(TRUSTED_PREFIX + path)
+        load_checkpoint_safely(path)
+    loaded = load_checkpoint_safely(TRUSTED_PREFIX + path)
     assert loaded['args'].lr == 0.1
+    assert CheckpointLoader.load_checkpoint(TRUSTED_PREFIX + path)['args'].lr == 0.1
     with pytest.raises(pickle.UnpicklingError):  # trusting one file trusted nothing else
-        CheckpointLoader.load_checkpoint(path)
+        load_checkpoint_safely(path)
 
 
 @pytest.mark.slow
@@ -110,7 +145,7 @@ def test_damaged_checkpoint_named(tmp_path, damage):
     path.write_bytes(path.read_bytes()[:4000] if damage == 'truncated' else b'garbage' * 100)
     with pytest.raises(RuntimeError, match=r'cannot read .*damaged.pth as a PyTorch checkpoint; '
                                            r'it may be truncated or corrupted'):
-        CheckpointLoader.load_checkpoint(str(path))
+        load_checkpoint_safely(str(path))
     result = subprocess.run([sys.executable, 'tools/model_converters/tnt2mm.py', str(path),
                              str(tmp_path / 'out.pth')], capture_output=True, text=True)
     lines = result.stderr.strip().splitlines()

@@ -41,6 +41,17 @@ def random_block(width, heads, **kwargs) -> TNTBlock:
     return block
 
 
+def grad_names(params) -> list:
+    """The names of what :func:`run` returns gradients for, in its order."""
+    return ['words'] + [n for n, t in zip(params._fields, params) if isinstance(t, torch.Tensor)]
+
+
+def named(names, *columns):
+    """``zip(names, *columns)``, after checking that every column has one entry per name."""
+    assert all(len(c) == len(names) for c in columns), [len(c) for c in columns]
+    return zip(names, *columns)
+
+
 def run(params, words, grad_out, training=False):
     inputs = [words] + [t for t in params if isinstance(t, torch.Tensor)]
     out = inner_transformer(words, params, training)
@@ -65,8 +76,7 @@ def test_float32_equals_reference(arch, patches, interpreter):
     with inner_backend('reference'):
         ref, ref_grads = run(params, words, grad_out)
     assert relative_error(out, ref) < 1e-5
-    names = ['words'] + list(params._fields)
-    for name, got, want in zip(names, grads, ref_grads):
+    for name, got, want in named(grad_names(params), grads, ref_grads):
         assert got.dtype == want.dtype and relative_error(got, want) < 1e-4, name
 
 
@@ -85,8 +95,8 @@ def test_stochastic_depth_equals_reference(interpreter):
         plain = inner_transformer(words, params, training=False)
     assert not torch.allclose(ref, plain)  # some patches were dropped
     assert relative_error(out, ref) < 1e-5
-    for got, want in zip(grads, ref_grads):
-        assert relative_error(got, want) < 1e-4
+    for name, got, want in named(grad_names(params), grads, ref_grads):
+        assert relative_error(got, want) < 1e-4, name
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
@@ -108,9 +118,11 @@ def test_half_precision_is_as_accurate_as_the_reference(dtype, mode, interpreter
         got = run(params, words, grad_out)
         with inner_backend('reference'):
             ref = run(params, words, grad_out)
-    for (g, r, e) in zip([got[0], *got[1]], [ref[0], *ref[1]], [exact[0], *exact[1]]):
-        assert g.dtype == r.dtype and torch.isfinite(g).all()
-        assert relative_error(g, e) <= 2 * relative_error(r, e) + 1e-3
+    names = ['output'] + [f'grad {n}' for n in grad_names(params)]
+    for name, g, r, e in named(names, [got[0], *got[1]], [ref[0], *ref[1]],
+                               [exact[0], *exact[1]]):
+        assert g.dtype == r.dtype and torch.isfinite(g).all(), name
+        assert relative_error(g, e) <= 2 * relative_error(r, e) + 1e-3, name
 
 
 def run_normed(block, words, grads_out, training=False, normed_dtype=None):
@@ -201,8 +213,9 @@ def test_whole_model_trains_as_with_the_reference(interpreter):
         sum((f ** 2).mean() for f in feats).backward()
         results[backend] = ([f.detach() for f in feats],
                             {n: p.grad.clone() for n, p in model.named_parameters()})
-    for a, b in zip(results['triton'][0], results['reference'][0]):
-        assert relative_error(a, b) < 1e-4
+    for name, a, b in named(['block 2', 'block 4'], results['triton'][0],
+                            results['reference'][0]):
+        assert relative_error(a, b) < 1e-4, name
     for name, grad in results['reference'][1].items():
         assert relative_error(results['triton'][1][name], grad) < 1e-3, name
 
@@ -286,8 +299,8 @@ def test_compiled_graphs_call_the_kernels_as_custom_ops_when_asked(monkeypatch):
         got = out.detach(), torch.autograd.grad(out, inputs, grad_out)
     assert launches == ['inner_transformer_fwd', 'inner_transformer_bwd']
     assert relative_error(got[0], expected[0]) < 1e-4
-    for g, e in zip(got[1], expected[1]):
-        assert relative_error(g, e) < 1e-4
+    for name, g, e in named(grad_names(params), got[1], expected[1]):
+        assert relative_error(g, e) < 1e-4, name
     launches.clear()
     torch._dynamo.reset()
     monkeypatch.setattr(triton_kernels, 'built_for', lambda device: True)  # eager auto would

@@ -1,4 +1,4 @@
-from . import checkpoint  # noqa: F401  (registers the safe and the trusted:// checkpoint loaders)
+from . import checkpoint  # noqa: F401  (adds the trusted:// and hf-hub: checkpoint prefixes)
 from .hooks import (PREEMPTED_EXIT_CODE, CheckInputHook, CheckInvalidLossHook,
                     PlainParamGroupsHook, PreemptionHook, SafeCheckpointHook, TrainingPreempted)
 from .optimizers import LayerDecayOptimWrapperConstructor

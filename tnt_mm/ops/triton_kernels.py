@@ -58,14 +58,14 @@ def kernels():
     interpreter, ``TRITON_INTERPRET=1`` must be set before anything imports Triton.
     """
     from . import triton_inner
-    if interpreting():
-        _fix_interpreter_bf16()
     return triton_inner
 
 
-def _fix_interpreter_bf16() -> None:
+def fix_interpreter_bf16() -> None:
     """Make Triton's interpreter compute bfloat16 as a GPU does, where a probe shows it does
-    not (Triton 3.8 and before). It keeps bfloat16 as uint16 bit patterns, and
+    not (Triton 3.8 and before); an explicit call, for tests (``tests/conftest.py``): importing
+    or running this package never patches Triton. The interpreter keeps bfloat16 as uint16 bit
+    patterns, and
 
     - its ``tl.dot`` multiplies those patterns as integers: bfloat16 operands are widened to
       float32 first (a GPU's bfloat16 MMA: exact products, float32 sums);

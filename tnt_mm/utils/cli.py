@@ -64,12 +64,15 @@ def check_image_tool_args(args) -> None:
 
 
 def run_cli(main: Callable, argv: Optional[Sequence[str]] = None):
-    """Call ``main(argv)`` (``sys.argv[1:]`` by default); a user error prints ``error: ...`` to
-    stderr and exits with its code, 1 or 2."""
+    """Call ``main(argv)`` (``sys.argv[1:]`` by default) with the package's safe checkpoint
+    loading (every tool reads local checkpoints weights-only, with clear refusals); a user
+    error prints ``error: ...`` to stderr and exits with its code, 1 or 2."""
+    from tnt_mm.engine.checkpoint import safe_checkpoint_loading
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = '--debug' in argv or os.environ.get('TNT_MM_DEBUG') == '1'
     try:
-        return main(argv)
+        with safe_checkpoint_loading():
+            return main(argv)
     except Exception as exc:
         if debug or not isinstance(exc, user_errors()):
             raise

@@ -101,14 +101,20 @@ def check_checkpoints(cfg: Config) -> None:
         UserError: naming the config key, the path and the fix.
     """
     load_from = cfg.get('load_from')
-    if load_from and '://' not in load_from and not osp.isfile(load_from):
+    if load_from and is_local(load_from) and not osp.isfile(load_from):
         raise UserError(f'load_from: {load_from} does not exist')
     for where, path in _pretrained(cfg.get('model'), 'model'):
-        if '://' not in path and not osp.isfile(path):
+        if is_local(path) and not osp.isfile(path):
             raise UserError(
-                f'{where}.checkpoint: {path} does not exist. Convert the official weights with '
+                f'{where}.checkpoint: {path} does not exist. Name the weights on the Hugging '
+                f'Face Hub (hf-hub:timm/tnt_s_patch16_224.in1k), convert the official ones with '
                 f'tools/model_converters/tnt2mm.py (README), or train from scratch with '
                 f'--cfg-options {where}=None')
+
+
+def is_local(path: str) -> bool:
+    """Whether a checkpoint name is a local path (not a URL, ``trusted://`` or ``hf-hub:``)."""
+    return '://' not in path and not path.startswith('hf-hub:')
 
 
 class CfgOptionsAction(DictAction):

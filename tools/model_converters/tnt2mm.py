@@ -2,6 +2,7 @@
 """Convert a TNT checkpoint (official Huawei, timm, timm legacy, or mmpretrain) to tnt_mm.
 
     python tools/model_converters/tnt2mm.py tnt_s_81.5.pth.tar checkpoints/tnt_s_official.pth
+    python tools/model_converters/tnt2mm.py hf-hub:timm/tnt_s_patch16_224.in1k tnt_s.pth
 
 The format is recognised from the keys. The output holds ``backbone.*`` (and ``head.fc.*`` when
 the source has a classifier) and loads strictly through
@@ -15,7 +16,7 @@ import tempfile
 
 import torch
 
-from tnt_mm.engine.checkpoint import refused_global
+from tnt_mm.engine.checkpoint import HUB_PREFIX, load_from_hub, refused_global
 from tnt_mm.models.backbones.tnt_convert import CheckpointFormatError, convert_state_dict
 from tnt_mm.utils.cli import UserError, add_debug_arg, require_file, run_cli
 from tnt_mm.version import __version__
@@ -23,7 +24,8 @@ from tnt_mm.version import __version__
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('src', help='checkpoint to convert (.pth / .pth.tar / .bin)')
+    parser.add_argument('src', help='checkpoint to convert (.pth / .pth.tar / .bin), or a '
+                        'Hugging Face Hub name, hf-hub:ORG/REPO[@REVISION][/FILE]')
     parser.add_argument('dst', help='where to write the converted checkpoint')
     parser.add_argument(
         '--trust-pickle', action='store_true',
@@ -34,6 +36,11 @@ def parse_args(argv=None):
 
 
 def load_source(path: str, trust_pickle: bool):
+    if path.startswith(HUB_PREFIX):
+        try:
+            return load_from_hub(path)
+        except (ValueError, FileNotFoundError) as exc:
+            raise UserError(str(exc)) from exc
     require_file(path, 'checkpoint')
     try:
         return torch.load(path, map_location='cpu', weights_only=not trust_pickle)
@@ -74,7 +81,8 @@ def main(argv=None) -> None:
         state_dict, meta = convert_state_dict(source)
     except CheckpointFormatError as exc:
         raise UserError(f'{args.src}: {exc}') from exc
-    meta.update(converted_from=osp.basename(args.src), tnt_mm_version=__version__)
+    source_name = args.src if args.src.startswith(HUB_PREFIX) else osp.basename(args.src)
+    meta.update(converted_from=source_name, tnt_mm_version=__version__)
     save_atomic(dict(state_dict=state_dict, meta=meta), args.dst)
     num_head = sum(k.startswith('head.') for k in state_dict)
     print(f'{args.src}: {meta["source_format"]} TNT, layout={meta["layout"]!r}, '

@@ -20,7 +20,6 @@ from typing import Dict, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
-from mmengine.runner.checkpoint import CheckpointLoader
 
 from ..layers import resample_pos_embed
 from .tnt_arch import ARCH_ZOO
@@ -246,11 +245,15 @@ def load_pretrained(model: torch.nn.Module, filename: str, prefix: Optional[str]
     initialisation), and a position-embedding grid that differs from the model's (resampled).
     Anything else (missing or unexpected keys, shape mismatches, another layout) raises.
     """
-    checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
+    from tnt_mm.engine.checkpoint import load_checkpoint_safely
+    checkpoint = load_checkpoint_safely(filename, map_location=map_location)
     state = unwrap_state_dict(checkpoint)
     meta = checkpoint.get('meta', {}) if isinstance(checkpoint, dict) else {}
     if prefix is None and not any(k.startswith('backbone.') for k in state):
-        fmt = detect_format(state)
+        try:
+            fmt = detect_format(state)
+        except CheckpointFormatError as exc:
+            raise CheckpointFormatError(f'{filename}: {exc}') from None
         if fmt != 'tnt_mm':
             print_log(f'{filename}: converting a {fmt} TNT checkpoint in memory', 'current')
             state, meta = convert_state_dict(state)
