@@ -33,8 +33,14 @@ train_dataloader = dict(batch_size=2, dataset=dict(pipeline=train_pipeline))
 
 optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=1e-4),
-    # merged into DETR's custom_keys (the backbone at lr_mult 0.1)
-    paramwise_cfg=dict(custom_keys=_base_.tnt_no_decay))
+    # merged into DETR's custom_keys (the backbone at lr_mult 0.1). mmengine applies the longest
+    # key that matches a parameter's name alone, so the backbone's class token and position
+    # embeddings need the backbone's lr_mult beside their decay_mult
+    paramwise_cfg=dict(custom_keys={
+        'backbone.cls_token': dict(lr_mult=0.1, decay_mult=0.0),
+        'backbone.patch_pos': dict(lr_mult=0.1, decay_mult=0.0),
+        'backbone.pixel_pos': dict(lr_mult=0.1, decay_mult=0.0),
+    }))
 train_cfg = dict(max_epochs=max_epochs)
 param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[33], gamma=0.1)

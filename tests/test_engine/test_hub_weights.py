@@ -104,3 +104,19 @@ def test_missing_offline_names_the_cache(hub, tmp_path):
         load_checkpoint_safely('hf-hub:timm/nothing_here')
     with pytest.raises(UserError, match='timm/nothing_here has none of'):
         converter.main(['hf-hub:timm/nothing_here', osp.join(str(tmp_path), 'never.pth')])
+
+
+def test_the_tools_check_accepts_hub_names():
+    """tools/train.py checks before building that the checkpoints exist; a hub name is not a
+    path, and a missing file still names the hub as one way out."""
+    from mmengine.config import Config
+
+    from tnt_mm.utils.config import check_checkpoints
+
+    def config(checkpoint):
+        return Config(dict(model=dict(backbone=dict(
+            init_cfg=dict(type='Pretrained', checkpoint=checkpoint)))))
+    check_checkpoints(config('hf-hub:timm/tnt_s_patch16_224.in1k'))
+    with pytest.raises(UserError, match=r'does not exist. Name the weights on the Hugging Face '
+                                        r'Hub \(hf-hub:timm/tnt_s_patch16_224.in1k\)'):
+        check_checkpoints(config('checkpoints/missing.pth'))
