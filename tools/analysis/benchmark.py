@@ -248,6 +248,8 @@ def print_ratios(results: Dict[str, Dict[str, float]], mine: Sequence[str],
     for a in (r for r in mine if r in results):
         for b in (r for r in references if r in results):
             shared = [c for c in results[a] if c in results[b]]
+            if not shared:
+                continue
             print(f'{a} / {b}: ' + ', '.join(
                 f'{c} {results[a][c] / results[b][c]:.2f}x' for c in shared))
 
@@ -402,6 +404,7 @@ def cpu_main(args) -> None:
         for name in memory_rows:
             results[name][f'peak GB fwd+bwd @{label}'] = in_child(
                 'train', name, *map(str, CPU_DET_SIZE), device=device)['peak_gb']
+    results = {name: row for name, row in results.items() if row}  # with_cp: memory only
     columns = list(results[OURS])
     print()
     print_table(results, columns, '.2f')
