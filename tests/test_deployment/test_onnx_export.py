@@ -71,7 +71,7 @@ def test_adaptive_pool_exports_for_every_size(tmp_path):
         def forward(self, inputs):
             return self.p3(inputs), self.p6(inputs)
 
-    module = Pools()
+    module = Pools().eval()
     path = str(tmp_path / 'pools.onnx')
     export_onnx(module, path, 40, 48, dynamic=True)
     assert not any(isinstance(m, ExportableAdaptiveAvgPool2d) for m in module.modules()), \

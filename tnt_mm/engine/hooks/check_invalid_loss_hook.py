@@ -30,7 +30,7 @@ class CheckInvalidLossHook(Hook):
                          outputs: Optional[dict] = None) -> None:
         if not outputs or not self.every_n_train_iters(runner, self.interval):
             return
-        bad = {name: float(value) for name, value in outputs.items()
+        bad = {name: float(value.detach().sum()) for name, value in outputs.items()
                if 'loss' in name and torch.is_tensor(value) and not torch.isfinite(value).all()}
         if not bad:
             return
