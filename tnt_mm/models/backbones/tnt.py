@@ -167,13 +167,11 @@ class TNTBlock(nn.Module):
 
     def words_to_sentences(self, words: torch.Tensor, batch: int,
                            normed: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(B*N, m, c) words -> (B, N, d) contribution to the sentence tokens; ``normed``: the
-        official layout's first norm of the words, (B*N, m*c), where it was computed with
-        them."""
+        """(B*N, m, c) words -> (B, N, d) contribution to the sentence tokens. The official
+        layout starts from ``normed``, the words' first norm (B*N, m*c), which the inner
+        transformer computes with them (``patch_norm``)."""
         if self.legacy:
             return self.proj(self.norm1_proj(words).reshape(batch, -1, self.proj.in_features))
-        if normed is None:
-            normed = self.norm1_proj(words.reshape(-1, self.proj.in_features))
         return self.norm2_proj(self.proj(normed.reshape(batch, -1, self.proj.in_features)))
 
     def forward(self, words: torch.Tensor, sentences: torch.Tensor,
