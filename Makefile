@@ -8,7 +8,7 @@ THREADS ?= 2
 TRAIN_ARGS ?=
 RUN    := OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(VENV_PYTHON)
 
-.PHONY: install wheelhouse demo det-data demo-chain demo-backbone demo-cls demo-seg demo-seg-trans2seg seg-data test test-quick flops bench bench-gpu clean
+.PHONY: install wheelhouse demo demo-onnx det-data demo-chain demo-backbone demo-cls demo-seg demo-seg-trans2seg seg-data test test-quick flops bench bench-gpu clean
 
 install:
 	bash tools/install.sh
@@ -37,6 +37,17 @@ demo: install det-data
 	$(RUN) tools/demo/detect_image.py configs/demo/det_shapes.py $(DET_CKPT) \
 		$(DET_DATA)/val2017/00000[1-8].png --out work_dirs/demo_det/predictions.png
 	@echo "make demo: $$(( $$(date +%s) - $$(cat work_dirs/demo_det/started) )) s wall time"
+
+# The detection demo's checkpoint exported whole to ONNX (boxes, scores, labels out), checked
+# against PyTorch and mmdet's DetInferencer on 8 validation images, then run by onnx_infer.py
+# (onnxruntime, numpy, Pillow) into work_dirs/demo_det/onnx/. Trains the demo first if needed.
+DET_ONNX := work_dirs/demo_det/faster_rcnn.onnx
+DET_VAL8 := $(DET_DATA)/val2017/00000[1-8].png
+demo-onnx: install det-data
+	test -f $(DET_CKPT) || $(MAKE) demo
+	$(RUN) tools/deployment/pytorch2onnx.py configs/demo/det_shapes.py $(DET_CKPT) \
+		--shape 96 128 --dynamic --out $(DET_ONNX) --verify --images $(DET_VAL8) --time 10
+	$(RUN) tools/deployment/onnx_infer.py $(DET_ONNX) $(DET_VAL8) --out work_dirs/demo_det/onnx
 
 # TNT-S on a generated image: the pyramid's shapes and strides, and the params/FLOPs table.
 demo-backbone: install

@@ -1,23 +1,29 @@
 """Export a tnt_mm model to ONNX and check the file against PyTorch in ONNX Runtime.
 
-What is exported is a model's *tensor path*: the network from the normalised image batch to the
-raw head outputs, before any post-processing, as mmdet's / mmseg's ``mode='tensor'``:
+Three parts can be exported (``part``):
 
-- classifier (mmpretrain): the logits, ``(B, num_classes)``;
-- segmentor (mmseg): the decode head's logits, ``(B, num_classes, H / 4, W / 4)``;
-- two-stage detector (mmdet Faster / Mask R-CNN): the FPN levels and the RPN's objectness and
-  box deltas per level. The rest (proposals by NMS, RoIAlign, the box and mask heads) is left
-  out: NMS and RoIAlign are mmcv ops, and mmcv 2.x has no ONNX export for them (it removed
-  its ONNX symbolics; mmdeploy, which rewrote them, is unmaintained);
-- ``part='backbone'``: the TNT feature pyramid alone (any detector or segmentor config).
+- ``'all'`` (the default): the whole model. For a detector, the image to its detections,
+  post-processing included (:mod:`.detector_export`): Faster R-CNN and Mask R-CNN (boxes,
+  scores, labels, masks) and DETR. For a classifier or segmentor, its tensor path below;
+- ``'model'``: a model's *tensor path*, the network from the normalised image batch to the raw
+  head outputs, as mmdet's / mmseg's ``mode='tensor'``:
+
+  - classifier (mmpretrain): the logits, ``(B, num_classes)``;
+  - segmentor (mmseg): the decode head's logits, ``(B, num_classes, H / 4, W / 4)``;
+  - two-stage detector: the FPN levels and the RPN's objectness and box deltas per level;
+- ``'backbone'``: the TNT feature pyramid alone (any detector or segmentor config).
 
 The graph is taken by ``torch.export`` (``torch.onnx.export(dynamo=True)``). The backbone follows
 shape-generic paths while exporting (``torch.compiler.is_exporting()``: always pad, always
 resample the position embedding, pool odd grids by padding), so a ``dynamic`` file is right at
 every size it accepts, not only at the sizes it was traced at. The fused CPU kernels never enter
 the graph: the export runs the reference inner transformer.
+
+What a file needs to be used (normalisation, the test resize, class names, the baked-in test
+settings) is written into its metadata under :data:`METADATA_KEY`, as JSON.
 """
 import copy
+import json
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -27,7 +33,8 @@ import torch.nn as nn
 
 from tnt_mm.ops import inner_backend
 
-PARTS = ('model', 'backbone')
+PARTS = ('all', 'model', 'backbone')
+METADATA_KEY = 'tnt_mm'
 # torch.export specialises a size of 1 (broadcasting): a dynamic file takes H, W >= 33, where
 # the patch grid (ceil(H / 16)) is at least 3 and the stride-32 level at least 2 wide.
 MIN_DYNAMIC_SIZE = 33
@@ -38,6 +45,11 @@ MAX_INLINE_BYTES = 1_800_000_000
 
 class ExportError(ValueError):
     """A config, part or size this exporter cannot handle; the message says why."""
+
+
+def is_whole_detector(module: nn.Module) -> bool:
+    """The module exports a detector with its post-processing (boxes, scores, labels out)."""
+    return module.output_names[:3] == ['boxes', 'scores', 'labels']
 
 
 def _pooling_matrix(size: int, bins: int, like: torch.Tensor) -> torch.Tensor:
@@ -139,8 +151,10 @@ class BackbonePath(nn.Module):
         return tuple(self.backbone(inputs))
 
 
-def tensor_path(model: nn.Module, scope: str, part: str = 'model') -> nn.Module:
-    """The module that is exported for a model built from a config of ``scope``."""
+def export_module(model: nn.Module, scope: str, part: str = 'all') -> nn.Module:
+    """The module that is exported of ``part`` of a model built from a config of ``scope``."""
+    from .detector_export import DETRPath, TwoStageDetectorPath
+
     if part not in PARTS:
         raise ExportError(f'part={part!r} is not one of {PARTS}')
     if part == 'backbone':
@@ -153,19 +167,75 @@ def tensor_path(model: nn.Module, scope: str, part: str = 'model') -> nn.Module:
     if scope == 'mmseg':
         return SegmentorTensorPath(model)
     if scope == 'mmdet' and hasattr(model, 'rpn_head'):
-        return TwoStageTensorPath(model)
+        return TwoStageDetectorPath(model) if part == 'all' else TwoStageTensorPath(model)
+    if scope == 'mmdet' and type(model).__name__ == 'DETR':
+        if part == 'all':
+            return DETRPath(model)
+        raise ExportError('DETR has no tensor path of its own: its transformer builds the '
+                          'padding mask from the data samples. Export it whole with '
+                          'part="all" (--part all), or its backbone with part="backbone"')
     raise ExportError(
-        f'{type(model).__name__} ({scope}) has no tensor path this exporter knows: classifiers, '
-        f'segmentors and two-stage detectors are supported. DETR builds its attention masks '
-        f'from each image\'s size in the data samples, which an exported graph cannot take; '
-        f'export its backbone with part="backbone" (--part backbone)')
+        f'{type(model).__name__} ({scope}) is not a model this exporter knows: classifiers, '
+        f'segmentors, two-stage detectors and DETR are supported; export its backbone with '
+        f'part="backbone" (--part backbone)')
+
+
+TASKS = {'mmpretrain': 'classification', 'mmseg': 'segmentation', 'mmdet': 'detection'}
+
+
+def _classes(cfg, checkpoint_meta: dict) -> Optional[List[str]]:
+    """The class names: the checkpoint's ``dataset_meta``, else the test dataset's metainfo,
+    else its dataset class's."""
+    from mmengine.registry import DATASETS
+
+    meta = (checkpoint_meta or {}).get('dataset_meta') or {}
+    if meta.get('classes'):
+        return list(meta['classes'])
+    dataset = (cfg.get('test_dataloader') or {}).get('dataset') or {}
+    classes = (dataset.get('metainfo') or {}).get('classes')
+    if classes:
+        return list(classes)
+    dataset_type = DATASETS.get(dataset.get('type', '')) if dataset.get('type') else None
+    classes = getattr(dataset_type, 'METAINFO', {}).get('classes')
+    return list(classes) if classes else None
+
+
+def _test_resize(cfg) -> Optional[dict]:
+    """The test pipeline's ``Resize`` (``scale`` as (w, h), ``keep_ratio``), if it has one."""
+    dataset = (cfg.get('test_dataloader') or {}).get('dataset') or {}
+    for transform in dataset.get('pipeline') or []:
+        if transform.get('type', '').split('.')[-1] == 'Resize' and transform.get('scale'):
+            scale = transform['scale']
+            scale = [scale, scale] if isinstance(scale, int) else list(scale)
+            return dict(scale=scale, keep_ratio=bool(transform.get('keep_ratio', False)))
+    return None
+
+
+def export_metadata(cfg, scope: str, part: str, module: nn.Module,
+                    checkpoint_meta: Optional[dict] = None) -> dict:
+    """What a user of the file needs, stored in it (:data:`METADATA_KEY`): the input's
+    normalisation, channel order and the test resize, the class names, the outputs and, for a
+    whole detector, the test settings the graph holds."""
+    # mmdet / mmseg configs put it in the model, mmpretrain's at the top level
+    preprocessor = cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor') or {}
+    metadata = dict(
+        task=TASKS.get(scope, scope), part=part,
+        config=os.path.basename(cfg.filename or ''),
+        input=dict(name='inputs', mean=preprocessor.get('mean'), std=preprocessor.get('std'),
+                   rgb=bool(preprocessor.get('bgr_to_rgb') or preprocessor.get('to_rgb')),
+                   pad_size_divisor=int(preprocessor.get('pad_size_divisor', 1))),
+        resize=_test_resize(cfg), classes=_classes(cfg, checkpoint_meta),
+        outputs=list(module.output_names))
+    if hasattr(module, 'test_settings'):
+        metadata['test_cfg'] = module.test_settings()
+    return metadata
 
 
 def build_from_config(config: str, checkpoint: Optional[str] = None,
-                      part: str = 'model') -> Tuple[nn.Module, dict]:
-    """Build the model of ``config`` (loading ``checkpoint`` strictly, if given) and return its
-    tensor path in eval mode and the data preprocessor's normalisation (``mean``, ``std``,
-    ``bgr_to_rgb``), which the exported graph expects to be applied to its input."""
+                      part: str = 'all') -> Tuple[nn.Module, dict]:
+    """Build the model of ``config`` (loading ``checkpoint`` strictly, if given) and return the
+    module to export of ``part``, in eval mode, and its :func:`export_metadata`: the graph
+    expects its input normalised as ``metadata['input']`` says."""
     from mmengine.config import Config
     from mmengine.registry import DefaultScope, MODELS
     from mmengine.runner import load_checkpoint
@@ -174,18 +244,19 @@ def build_from_config(config: str, checkpoint: Optional[str] = None,
 
     cfg = Config.fromfile(config)
     scope = cfg.get('default_scope', 'mmengine')
-    model_cfg = cfg.model
+    model_cfg = copy.deepcopy(cfg.model)
     backbone = model_cfg.get('backbone', {})
     backbone.pop('init_cfg', None)  # the checkpoint gives all weights; no pretrained file needed
     with DefaultScope.overwrite_default_scope(scope):
         model = MODELS.build(model_cfg)
+    checkpoint_meta = None
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
-    # mmdet / mmseg configs put it in the model, mmpretrain's at the top level
-    preprocessor = cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor') or {}
-    preprocess = {key: preprocessor.get(key) for key in ('mean', 'std', 'to_rgb', 'bgr_to_rgb')
-                  if key in preprocessor}
-    return tensor_path(model, scope, part).eval(), preprocess
+        loaded = load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+        checkpoint_meta = loaded.get('meta') if isinstance(loaded, dict) else None
+    with DefaultScope.overwrite_default_scope(scope):
+        module = export_module(model, scope, part).eval()
+        metadata = export_metadata(cfg, scope, part, module, checkpoint_meta)
+    return module, metadata
 
 
 def _check_size(height: int, width: int, dynamic: bool) -> None:
@@ -198,19 +269,27 @@ def _check_size(height: int, width: int, dynamic: bool) -> None:
 
 
 def export_onnx(module: nn.Module, out: str, height: int, width: int, batch: int = 1,
-                dynamic: bool = False, opset: Optional[int] = None) -> None:
-    """Write ``module`` (a tensor path) to the ONNX file ``out`` for a ``batch x 3 x height x
-    width`` input named ``inputs``; with ``dynamic``, batch, height and width are free (H, W
-    from :data:`MIN_DYNAMIC_SIZE`)."""
+                dynamic: bool = False, opset: Optional[int] = None,
+                metadata: Optional[dict] = None) -> None:
+    """Write ``module`` (from :func:`export_module`) to the ONNX file ``out`` for a ``batch x 3
+    x height x width`` input named ``inputs``; with ``dynamic``, batch, height and width are
+    free (H, W from :data:`MIN_DYNAMIC_SIZE`). A whole detector takes one image: its batch is
+    1. ``metadata`` is stored in the file under :data:`METADATA_KEY`."""
     _check_size(height, width, dynamic)
+    single_image = is_whole_detector(module)
+    if single_image and batch != 1:
+        raise ExportError(f'batch {batch}: a whole detector is exported for one image at a time '
+                          f'(its outputs are that image\'s detections)')
     # an example batch of 1 would be specialised to 1 (as sizes of 1 are); 2 keeps it free
-    example = torch.randn(max(batch, 2) if dynamic else batch, 3, height, width)
+    example = torch.randn(max(batch, 2) if dynamic and not single_image else batch, 3, height,
+                          width)
     dynamic_shapes = None
     if dynamic:
-        dims = (torch.export.Dim('batch', min=1, max=1024),
-                torch.export.Dim('height', min=MIN_DYNAMIC_SIZE, max=MAX_DYNAMIC_SIZE),
-                torch.export.Dim('width', min=MIN_DYNAMIC_SIZE, max=MAX_DYNAMIC_SIZE))
-        dynamic_shapes = {'inputs': dict(zip((0, 2, 3), dims))}
+        dims = {2: torch.export.Dim('height', min=MIN_DYNAMIC_SIZE, max=MAX_DYNAMIC_SIZE),
+                3: torch.export.Dim('width', min=MIN_DYNAMIC_SIZE, max=MAX_DYNAMIC_SIZE)}
+        if not single_image:
+            dims[0] = torch.export.Dim('batch', min=1, max=1024)
+        dynamic_shapes = {'inputs': dims}
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     module = exportable(module)
@@ -219,13 +298,38 @@ def export_onnx(module: nn.Module, out: str, height: int, width: int, batch: int
                           output_names=list(module.output_names), dynamic_shapes=dynamic_shapes,
                           dynamo=True, opset_version=opset,
                           external_data=weight_bytes > MAX_INLINE_BYTES, verbose=False)
+    if metadata is not None:
+        write_metadata(out, metadata)
+
+
+def write_metadata(path: str, metadata: dict) -> None:
+    """Store ``metadata`` as JSON in the ONNX file's ``metadata_props`` (weights in a side
+    file stay there)."""
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key != METADATA_KEY]
+    onnx.helper.set_model_props(model, dict(kept, **{METADATA_KEY: json.dumps(metadata)}))
+    onnx.save(model, path)
+
+
+def read_metadata(path: str) -> dict:
+    """The metadata :func:`export_onnx` stored in ``path`` (empty if it has none)."""
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return json.loads(prop.value)
+    return {}
 
 
 def verify_onnx(out: str, module: nn.Module, shapes: Sequence[Tuple[int, int, int]],
                 seed: int = 0) -> List[Dict[str, object]]:
     """Run the ONNX file in ONNX Runtime (CPU) and ``module`` in PyTorch on the same random
-    inputs of each ``(batch, height, width)``; return per shape the largest absolute difference
-    over all outputs and the output it occurs in."""
+    inputs of each ``(batch, height, width)``; return per shape the largest difference over all
+    outputs, relative to each output's largest magnitude where that is above 1 (boxes are in
+    pixels, logits near 1), and the output it occurs in."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(out, providers=['CPUExecutionProvider'])
@@ -245,8 +349,37 @@ def verify_onnx(out: str, module: nn.Module, shapes: Sequence[Tuple[int, int, in
             if a.shape != tuple(b.shape):
                 raise ExportError(f'{out}: output {name} is {a.shape} at input '
                                   f'{(batch, 3, height, width)}, PyTorch gives {tuple(b.shape)}')
-            diff = float(np.abs(a - b.numpy()).max()) if a.size else 0.0
+            b = b.numpy()
+            diff = float(np.abs(a - b).max() / max(1.0, np.abs(b).max())) if a.size else 0.0
             if diff > worst or not np.isfinite(diff):
                 worst, where = diff, name
-        results.append(dict(shape=(batch, 3, height, width), max_abs_diff=worst, output=where))
+        results.append(dict(shape=(batch, 3, height, width), max_diff=worst, output=where))
     return results
+
+
+def time_onnx(out: str, module: nn.Module, shape: Tuple[int, int, int],
+              runs: int = 5) -> Dict[str, List[float]]:
+    """Seconds per forward of the ONNX file in ONNX Runtime and of ``module`` in eager PyTorch
+    (the tensor path or whole detector exported), on the CPU with the same number of threads,
+    on one random input of ``(batch, height, width)``: one warm-up each, then ``runs`` rounds
+    taking turns, so that both see the same machine load."""
+    import time
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(out, options, providers=['CPUExecutionProvider'])
+    inputs = torch.randn(shape[0], 3, shape[1], shape[2],
+                         generator=torch.Generator().manual_seed(0))
+    feed = {'inputs': inputs.numpy()}
+    times: Dict[str, List[float]] = {'onnxruntime': [], 'pytorch': []}
+    with torch.no_grad():
+        for round_ in range(runs + 1):
+            for name, run in (('onnxruntime', lambda: session.run(None, feed)),
+                              ('pytorch', lambda: module(inputs))):
+                start = time.perf_counter()
+                run()
+                if round_:  # the first round warms up
+                    times[name].append(time.perf_counter() - start)
+    return times
