@@ -13,6 +13,7 @@ import onnx
 import pytest
 import torch
 from helpers import load_tool, randomise_
+from PIL import Image
 
 from tnt_mm.deployment import build_from_config, export_onnx, read_metadata
 from tnt_mm.deployment.compare import agrees, match_detections
@@ -252,3 +253,21 @@ def test_infer_refuses_a_file_that_is_not_a_whole_detector(tmp_path):
     result = run_infer(out, [str(image)], str(tmp_path / 'out'))
     assert result.returncode == 2
     assert "not a detector exported whole" in result.stderr and "part='backbone'" in result.stderr
+
+
+def test_infer_names_a_size_a_static_file_cannot_take(monkeypatch, capsys):
+    infer = load_tool(INFER)
+
+    class StaticSession:  # the input of a file exported without --dynamic
+        def get_inputs(self):
+            return [type('Input', (), dict(shape=[1, 3, 96, 128]))]
+
+    metadata = dict(input=dict(name='inputs', mean=[0.0] * 3, std=[1.0] * 3, rgb=True),
+                    resize=dict(scale=[128, 96], keep_ratio=True))
+    square = Image.fromarray(np.zeros((100, 100, 3), np.uint8))
+    monkeypatch.setattr(infer.Image, 'open', lambda path: square)
+    with pytest.raises(SystemExit) as exit_info:
+        infer.detect(StaticSession(), metadata, 'square.png')
+    assert exit_info.value.code == 2
+    assert 'square.png resizes to 96x96, but the file was exported for 96x128 only: export it ' \
+        'with --dynamic' in capsys.readouterr().err

@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from torchvision.ops import nms as torchvision_nms
 from torchvision.ops import roi_align as torchvision_roi_align
 
-from .onnx_export import ExportError
+
+class ExportError(ValueError):
+    """A config, part or size the exporter cannot handle; the message says why."""
 
 
 def pad_to_multiple(inputs: torch.Tensor, divisor: int) -> torch.Tensor:

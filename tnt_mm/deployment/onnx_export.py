@@ -33,6 +33,8 @@ import torch.nn as nn
 
 from tnt_mm.ops import inner_backend
 
+from .detector_export import DETRPath, ExportError, TwoStageDetectorPath
+
 PARTS = ('all', 'model', 'backbone')
 METADATA_KEY = 'tnt_mm'
 # torch.export specialises a size of 1 (broadcasting): a dynamic file takes H, W >= 33, where
@@ -41,10 +43,6 @@ MIN_DYNAMIC_SIZE = 33
 MAX_DYNAMIC_SIZE = 8192
 # Weights above this go to a side file (<out>.data): protobuf stops at 2 GB.
 MAX_INLINE_BYTES = 1_800_000_000
-
-
-class ExportError(ValueError):
-    """A config, part or size this exporter cannot handle; the message says why."""
 
 
 def is_whole_detector(module: nn.Module) -> bool:
@@ -153,8 +151,6 @@ class BackbonePath(nn.Module):
 
 def export_module(model: nn.Module, scope: str, part: str = 'all') -> nn.Module:
     """The module that is exported of ``part`` of a model built from a config of ``scope``."""
-    from .detector_export import DETRPath, TwoStageDetectorPath
-
     if part not in PARTS:
         raise ExportError(f'part={part!r} is not one of {PARTS}')
     if part == 'backbone':

@@ -170,6 +170,10 @@ def detect(session, metadata: dict, path: str) -> dict:
     boolean ``masks``)."""
     image = np.asarray(Image.open(path).convert('RGB'))
     inputs, (scale_x, scale_y) = prepare(image, metadata)
+    fixed = session.get_inputs()[0].shape[2:]
+    if all(isinstance(d, int) for d in fixed) and list(inputs.shape[2:]) != fixed:
+        fail(f'{path} resizes to {inputs.shape[2]}x{inputs.shape[3]}, but the file was '
+             f'exported for {fixed[0]}x{fixed[1]} only: export it with --dynamic')
     outputs = dict(zip([o.name for o in session.get_outputs()],
                        session.run(None, {metadata['input']['name']: inputs})))
     detections = dict(boxes=outputs['boxes'] / np.float32([scale_x, scale_y] * 2),
