@@ -37,11 +37,11 @@ def pad_to_multiple(inputs: torch.Tensor, divisor: int) -> torch.Tensor:
 
 
 def image_size(inputs: torch.Tensor) -> torch.Tensor:
-    """The input's (width, height, width, height) as a float tensor, which clamps boxes in the
-    graph (the sizes stay symbolic in a dynamic export)."""
+    """The input's (width, height, width, height) as a tensor of its dtype, which clamps boxes
+    in the graph (the sizes stay symbolic in a dynamic export)."""
     height, width = inputs.shape[-2:]
-    ones = inputs.new_ones(height, width)
-    return torch.stack([ones.sum(1)[0], ones.sum(0)[0]] * 2)
+    size = [torch.full((), side, device=inputs.device) for side in (width, height)]
+    return torch.stack(size * 2).to(inputs.dtype)
 
 
 def decode_deltas(coder, priors: torch.Tensor, deltas: torch.Tensor,
