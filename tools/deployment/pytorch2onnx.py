@@ -48,7 +48,7 @@ def parse_args(argv=None):
     parser.add_argument('--batch', type=int, default=1, help='batch size (default 1; a whole '
                         'detector takes one image)')
     parser.add_argument('--dynamic', action='store_true', help='free batch, height and width '
-                        '(height and width from 33)')
+                        '(height and width from 33; a whole detector\'s batch stays 1)')
     parser.add_argument('--verify', action='store_true', help='compare with PyTorch in ONNX '
                         'Runtime and fail above --atol')
     parser.add_argument('--time', type=int, metavar='RUNS', default=0,
@@ -58,7 +58,8 @@ def parse_args(argv=None):
                         help='with --verify, compare a detector\'s detections on these images '
                         'with mmdet\'s DetInferencer')
     parser.add_argument('--atol', type=float, default=DEFAULT_ATOL,
-                        help=f'largest allowed absolute difference (default {DEFAULT_ATOL})')
+                        help=f'largest allowed difference, relative to an output\'s magnitude '
+                        f'where that is above 1 (default {DEFAULT_ATOL})')
     parser.add_argument('--opset', type=int, help='ONNX opset (default: the exporter\'s)')
     add_debug_arg(parser)
     args = parser.parse_args(argv)
@@ -119,8 +120,8 @@ def main(argv=None) -> None:
     if not args.verify:
         return
     failed = False
-    for result in verify_onnx(args.out, module,
-                                 verify_shapes(args, is_whole_detector(module))):
+    shapes = verify_shapes(args, is_whole_detector(module))
+    for result in verify_onnx(args.out, module, shapes):
         ok = result['max_diff'] <= args.atol
         failed |= not ok
         print(f'verify {result["shape"]}: max |onnxruntime - pytorch| / max(1, |pytorch|) = '
@@ -134,9 +135,11 @@ def main(argv=None) -> None:
 
 
 def print_summary(args, module, metadata: dict, seconds: float) -> None:
+    from tnt_mm.deployment.onnx_export import is_whole_detector
+
     size_mb = os.path.getsize(args.out) / 2 ** 20
     if args.dynamic:
-        batch = 1 if metadata['task'] == 'detection' and args.part == 'all' else 'batch'
+        batch = 1 if is_whole_detector(module) else 'batch'
         shape = f'({batch}, 3, height, width), height and width >= 33'
     else:
         shape = f'({args.batch}, 3, {args.height}, {args.width})'
