@@ -139,28 +139,27 @@ class TwoStageDetectorPath(nn.Module):
         _check(rpn.use_sigmoid_cls, 'rpn_head: only sigmoid objectness exports')
         _check(not roi.bbox_head.custom_cls_channels,
                'roi_head.bbox_head: only a softmax classifier exports')
-        self.rpn_cfg, self.rcnn_cfg = rpn.test_cfg, roi.test_cfg
-        self.rpn_iou = _nms_iou(self.rpn_cfg, 'test_cfg.rpn')
-        self.rcnn_iou = _nms_iou(self.rcnn_cfg, 'test_cfg.rcnn')
+        rpn_cfg, rcnn_cfg = rpn.test_cfg, roi.test_cfg
         self.pad_divisor = int(getattr(model.data_preprocessor, 'pad_size_divisor', 1))
+        # read once: the graph follows these and the file's metadata reports them
+        self.settings = dict(
+            rpn_nms_pre=int(rpn_cfg.get('nms_pre', -1)),
+            rpn_min_bbox_size=float(rpn_cfg.get('min_bbox_size', -1)),
+            rpn_nms_iou=_nms_iou(rpn_cfg, 'test_cfg.rpn'),
+            rpn_max_per_img=int(rpn_cfg.max_per_img),
+            score_thr=float(rcnn_cfg.score_thr), nms_iou=_nms_iou(rcnn_cfg, 'test_cfg.rcnn'),
+            max_per_img=int(rcnn_cfg.max_per_img), pad_size_divisor=self.pad_divisor)
         self.box_features = RoIFeatures(roi.bbox_roi_extractor)
         self.with_mask = roi.with_mask
         if self.with_mask:
             _check(not roi.share_roi_extractor, 'a shared RoI extractor does not export')
             self.mask_features = RoIFeatures(roi.mask_roi_extractor)
+            self.settings['mask_thr_binary'] = float(rcnn_cfg.mask_thr_binary)
         self.output_names = ['boxes', 'scores', 'labels'] + (['masks'] if self.with_mask else [])
 
     def test_settings(self) -> Dict[str, object]:
         """What the graph bakes in from the config's ``test_cfg``."""
-        settings = dict(
-            rpn_nms_pre=int(self.rpn_cfg.get('nms_pre', -1)),
-            rpn_min_bbox_size=float(self.rpn_cfg.get('min_bbox_size', -1)),
-            rpn_nms_iou=self.rpn_iou, rpn_max_per_img=int(self.rpn_cfg.max_per_img),
-            score_thr=float(self.rcnn_cfg.score_thr), nms_iou=self.rcnn_iou,
-            max_per_img=int(self.rcnn_cfg.max_per_img), pad_size_divisor=self.pad_divisor)
-        if self.with_mask:
-            settings['mask_thr_binary'] = float(self.rcnn_cfg.mask_thr_binary)
-        return settings
+        return dict(self.settings)
 
     def proposals(self, feats: List[torch.Tensor], limits: torch.Tensor) -> torch.Tensor:
         """The RPN's boxes for one image after its NMS, as ``RPNHead.predict_by_feat``."""
@@ -168,7 +167,7 @@ class TwoStageDetectorPath(nn.Module):
         cls_scores, bbox_preds = rpn(feats)
         priors = rpn.prior_generator.grid_priors(
             [score.shape[-2:] for score in cls_scores], device=cls_scores[0].device)
-        nms_pre = int(self.rpn_cfg.get('nms_pre', -1))
+        nms_pre = self.settings['rpn_nms_pre']
         level_scores, level_deltas, level_priors, level_ids = [], [], [], []
         for level, (score, delta, prior) in enumerate(zip(cls_scores, bbox_preds, priors)):
             score = score[0].permute(1, 2, 0).reshape(-1).sigmoid()
@@ -183,12 +182,13 @@ class TwoStageDetectorPath(nn.Module):
         scores, ids = torch.cat(level_scores), torch.cat(level_ids)
         boxes = decode_deltas(rpn.bbox_coder, torch.cat(level_priors), torch.cat(level_deltas),
                               limits)[:, 0]
-        min_size = self.rpn_cfg.get('min_bbox_size', -1)
+        min_size = self.settings['rpn_min_bbox_size']
         if min_size >= 0:
             sizes = boxes[:, 2:] - boxes[:, :2]
             valid = torch.nonzero((sizes > min_size).all(dim=1))[:, 0]
             boxes, scores, ids = boxes[valid], scores[valid], ids[valid]
-        keep = batched_nms(boxes, scores, ids, self.rpn_iou)[:self.rpn_cfg.max_per_img]
+        keep = batched_nms(boxes, scores, ids, self.settings['rpn_nms_iou'])
+        keep = keep[:self.settings['rpn_max_per_img']]
         return boxes[keep]
 
     def detect(self, feats: List[torch.Tensor], proposals: torch.Tensor,
@@ -202,9 +202,10 @@ class TwoStageDetectorPath(nn.Module):
         boxes = boxes.expand(-1, scores.shape[1], 4)  # one box for all classes if agnostic
         labels = torch.arange(scores.shape[1], device=scores.device).expand_as(scores)
         boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
-        valid = torch.nonzero(scores > self.rcnn_cfg.score_thr)[:, 0]
+        valid = torch.nonzero(scores > self.settings['score_thr'])[:, 0]
         boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
-        keep = batched_nms(boxes, scores, labels, self.rcnn_iou)[:self.rcnn_cfg.max_per_img]
+        keep = batched_nms(boxes, scores, labels, self.settings['nms_iou'])
+        keep = keep[:self.settings['max_per_img']]
         return boxes[keep], scores[keep], labels[keep]
 
     def masks(self, feats: List[torch.Tensor], boxes: torch.Tensor,
