@@ -51,11 +51,13 @@ _build_error: Optional[str] = None
 
 
 def _build_tag() -> str:
-    """A short digest of the CPU's instruction-set flags and of the headers. The kernel is
-    built for the CPU it runs on (``-march=native``); torch caches builds by name, so a home
-    directory shared by different machines needs one name per kind of CPU. torch rebuilds when
-    a source file changes, but does not look at the headers they include."""
-    tag = platform.machine()
+    """A short digest of the CPU's instruction-set flags, of the headers and of where the
+    sources are. The kernel is built for the CPU it runs on (``-march=native``); torch caches
+    builds by name, so a home directory shared by different machines needs one name per kind
+    of CPU. torch rebuilds when a source file changes, but does not look at the headers they
+    include. Its build file names the sources by absolute path, so two checkouts sharing one
+    name would rebuild each other's module on every switch (40 s each)."""
+    tag = platform.machine() + CSRC
     try:
         with open('/proc/cpuinfo') as f:
             tag += next((line for line in f if line.startswith('flags')), '')
