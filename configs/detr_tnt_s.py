@@ -32,6 +32,7 @@ train_pipeline = [
 train_dataloader = dict(batch_size=2, dataset=dict(pipeline=train_pipeline))
 
 optim_wrapper = dict(
+    constructor='tnt_mm.MergedGroupsOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=1e-4),
     # merged into DETR's custom_keys (the backbone at lr_mult 0.1). mmengine applies the longest
     # key that matches a parameter's name alone, so the backbone's class token and position

@@ -17,6 +17,7 @@ model = dict(
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
+    constructor='tnt_mm.MergedGroupsOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=_base_.tnt_paramwise_cfg,
     clip_grad=None)

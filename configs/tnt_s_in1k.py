@@ -65,6 +65,7 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 
 optim_wrapper = dict(
+    constructor='tnt_mm.MergedGroupsOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999)),
     # the official TNT also spares the biases
     paramwise_cfg=dict(_delete_=True, bias_decay_mult=0.0, **_base_.tnt_paramwise_cfg),

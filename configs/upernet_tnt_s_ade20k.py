@@ -32,6 +32,7 @@ model = dict(
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
+    constructor='tnt_mm.MergedGroupsOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
     paramwise_cfg=_base_.tnt_paramwise_cfg,
     clip_grad=None)

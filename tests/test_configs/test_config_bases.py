@@ -55,6 +55,10 @@ def test_shared_settings(path):
     paramwise = cfg.optim_wrapper.paramwise_cfg.to_dict()
     family = Config.fromfile(FAMILY[path]).optim_wrapper.paramwise_cfg.to_dict()
     assert {k: v for k, v in paramwise.items() if k != 'layer_decay_rate'} == family
+    # one optimizer group per setting (mmengine's constructor makes one per parameter)
+    assert cfg.optim_wrapper.constructor == ('tnt_mm.LayerDecayOptimWrapperConstructor'
+                                             if 'layer_decay_rate' in paramwise else
+                                             'tnt_mm.MergedGroupsOptimWrapperConstructor')
     if path.startswith('configs/demo/'):
         assert cfg.randomness.seed == 0
         assert cfg.model.backbone.arch == dict(inner_dim=12, inner_heads=2, outer_dim=192,
@@ -110,4 +114,7 @@ def test_param_groups(path):
         assert group['lr'] == pytest.approx(base_lr * lr_mult), name
         checked += 1
     assert checked == len(groups)
+    settings = {tuple((k, v) for k, v in g.items() if k != 'params')
+                for g in optimizer.param_groups}
+    assert len(optimizer.param_groups) == len(settings) <= 6
 

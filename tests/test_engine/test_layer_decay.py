@@ -27,8 +27,9 @@ def build(path, scope, neck=None, **backbone):
 
 
 def groups_by_name(model, wrapper):
+    """Parameter name -> its optimizer group."""
     names = {id(p): n for n, p in model.named_parameters()}
-    return {names[id(g['params'][0])]: g for g in wrapper.optimizer.param_groups}
+    return {names[id(p)]: g for g in wrapper.optimizer.param_groups for p in g['params']}
 
 
 def expected_scale(name, rate, depth=12):
@@ -85,6 +86,9 @@ def test_our_constructor_on_dense_models(path, scope, rate):
     assert len(groups) == sum(1 for _ in model.parameters())
     for name, group in groups.items():
         assert group['lr'] == pytest.approx(base_lr * expected_scale(name, rate)), name
+    # merged: one group per setting (layer, weight decay, custom key), not one per parameter
+    settings = {tuple((k, v) for k, v in g.items() if k != 'params') for g in groups.values()}
+    assert len(wrapper.optimizer.param_groups) == len(settings) < 40
     # the no-decay rules hold beside the decay
     for name in ('backbone.cls_token', 'backbone.patch_pos', 'backbone.pixel_pos',
                  'backbone.blocks.3.norm_in.weight', 'backbone.norm1_proj.bias'):

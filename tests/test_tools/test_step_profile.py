@@ -185,3 +185,17 @@ def test_todays_figures_are_upper_bounds(tool, tmp_path, capsys):
         650, 247, 750)
     assert (deit['train']['block_forward'], deit['train']['block_backward']) == (20, 32)
     assert deit['train']['mb_per_image'] == pytest.approx(306.4, abs=0.1)
+
+
+def test_optimizer_step_has_one_launch_series_per_setting(tool, capsys):
+    """The demo detector's optimizer step on a fake H200: mmengine's constructor makes one
+    group per parameter and AdamW launches its foreach kernels per group; the configs' merged
+    groups (three settings: decay, no decay, no decay by custom key) launch them once each."""
+    results = tool.main(['--optimizers', 'configs/demo/det_shapes.py', '--repeats', '0'])
+    assert '| configs/demo/det_shapes.py | tnt_mm.MergedGroupsOptimWrapperConstructor |' in \
+        capsys.readouterr().out
+    default, merged = results['configs/demo/det_shapes.py']
+    assert default['constructor'] == 'DefaultOptimWrapperConstructor'
+    assert default['groups'] == default['tensors'] == merged['tensors'] > 200
+    assert default['kernels'] > 5 * default['groups']
+    assert merged['groups'] == 3 and merged['kernels'] <= 30

@@ -95,6 +95,9 @@ STEPS = [
     Step('detector_step', f'{VENV_PY} tools/analysis/detector_step.py --amp bf16', 150, 60,
          parse=json_lines,
          what='Faster R-CNN + FPN, 800x1333 batch 2, bf16: TNT-S, ResNet-50, DeiT-S'),
+    Step('optimizer_step', f'{VENV_PY} tools/analysis/optimizer_step.py '
+         f'configs/faster_rcnn_tnt_s_fpn.py configs/detr_tnt_s.py', 60, 30, parse=json_lines,
+         what='AdamW step of the detectors, groups merged per setting against one per parameter'),
     Step('demo_mask', f'make det-data && {TRAIN} configs/demo/mask_shapes.py --amp --work-dir '
          f'work_dirs/gpu_mask --cfg-options train_cfg.max_epochs=1 train_cfg.val_interval=1 '
          f'{FAST_LOADERS}', 120, 60, parse=COCO, env={'TNT_MM_DETECTION_OPS': 'auto'},

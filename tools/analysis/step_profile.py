@@ -5,6 +5,7 @@ inner-transformer backend) and timm's DeiT-S at the GPU benchmark's sizes, count
     python tools/analysis/step_profile.py                  # all phases, on a faked H200
     python tools/analysis/step_profile.py --phases train --json work_dirs/step_profile.json
     python tools/analysis/step_profile.py --backends triton --top 10 --amp none
+    python tools/analysis/step_profile.py --optimizers configs/faster_rcnn_tnt_s_fpn.py
 
 What runs: the steps of ``tools/analysis/benchmark.py``'s ``gpu`` suite (``gpu_main``) on
 the rows its ``build`` builds (tnt_mm TNT-S per backend, ``out_type='cls_token'`` at 224 and
@@ -87,6 +88,11 @@ output formatting, ``loss_of``, ``torch.optim``); a backward op to the part of t
 that runs it, from the forward stack anomaly mode (``check_nan=False``) keeps in each node's
 metadata. Recomputation in the backward counts as backward. Per block: the block parts (inner
 transformer, words-to-sentence, outer attention, MLP) over the number of blocks.
+
+``--optimizers CONFIG...``: instead of the phases, one ``optim_wrapper.step()`` of each config's
+model (built as the config says, made fake), with the optimizer its ``optim_wrapper`` builds
+and with mmengine's ``DefaultOptimWrapperConstructor`` (one parameter group per parameter):
+groups, kernels and host time (:func:`profile_optimizer_step`).
 
 What the numbers do not say: time. Kernel counts and interface bytes are what launch overhead
 and memory traffic grow with, but a GPU's time depends on each kernel's efficiency, which only
@@ -967,6 +973,57 @@ def row_names(backends: Sequence[str]) -> List[str]:
     return [f'{bench.OURS} [{b.replace("-fused", ", fused")}]' for b in backends] + [DEIT]
 
 
+def profile_optimizer_step(config: str, constructor: Optional[str] = None,
+                           device: str = 'cuda', repeats: int = 3) -> dict:
+    """One ``optim_wrapper.step()`` of ``config``'s model (made fake on ``device``, every
+    gradient set) with its ``optim_wrapper``, built by ``constructor`` if given (e.g.
+    ``'DefaultOptimWrapperConstructor'``): parameter tensors, groups, kernels, host ms. On
+    CUDA the optimizer (unless the config says ``fused``) and the gradient clipping run
+    ``foreach``, as torch picks on a GPU."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import MODELS, DefaultScope
+
+    from tnt_mm.utils.config import load_config
+    cfg = load_config(config)
+    wrapper_cfg = cfg.optim_wrapper.copy()
+    if constructor:
+        wrapper_cfg['constructor'] = constructor
+    if device == 'cuda':  # torch's default for CUDA tensors; it takes fakes for another kind
+        if not wrapper_cfg.optimizer.get('fused'):
+            wrapper_cfg.optimizer.setdefault('foreach', True)
+        if wrapper_cfg.get('clip_grad'):
+            wrapper_cfg.clip_grad.setdefault('foreach', True)
+    with fake_device(device), DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = MODELS.build(cfg.model)
+        fake_mode = FakeTensorMode()
+        fake_module(model, fake_mode, device)
+        with fake_mode:
+            wrapper = build_optim_wrapper(model, wrapper_cfg)
+            params = [p for p in model.parameters() if p.requires_grad]
+            for param in params:
+                param.grad = torch.zeros_like(param)
+
+        def step():
+            set_phase('optimizer')
+            wrapper.step()
+
+        counter = StepCounter(device, attribute=False)
+        host_s = profile_step(step, counter, fake_mode, repeats, warmup=1)
+    return dict(tensors=len(params), groups=len(wrapper.optimizer.param_groups),
+                kernels=counter.total('kernels', ('optimizer',)), host_ms=host_s * 1e3,
+                constructor=wrapper_cfg.get('constructor', 'DefaultOptimWrapperConstructor'))
+
+
+def print_optimizers(results: Dict[str, List[dict]]) -> None:
+    print('\n### one optimizer step (optim_wrapper.step()), by constructor\n')
+    print('| config | constructor | tensors | groups | kernels | host ms* |')
+    print('|---|---|---:|---:|---:|---:|')
+    for config, rows in results.items():
+        for r in rows:
+            print(f"| {config} | {r['constructor']} | {r['tensors']} | {r['groups']} | "
+                  f"{r['kernels']} | {r['host_ms']:.0f} |")
+
+
 # ------------------------------------------------------------------ the report
 def _ratio(a: float, b: float) -> str:
     return f'{a / b:.2f}x' if b else '-'
@@ -1050,8 +1107,26 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser.add_argument('--det-batch', type=int)
     parser.add_argument('--top', type=int, default=0,
                         help='also list the N most frequent kernel ops per row and phase')
+    parser.add_argument('--optimizers', nargs='+', metavar='CONFIG',
+                        help='instead of the phases: one optimizer step of each config\'s '
+                        'model, with its optim_wrapper and with mmengine\'s default '
+                        'constructor (one group per parameter)')
     parser.add_argument('--json', help='write every number here')
     args = parser.parse_args(argv)
+    if args.optimizers:
+        device_name = FAKE_GPU if args.device == 'cuda' else 'cpu (fake)'
+        print(f'fake device: {device_name}, torch {torch.__version__}')
+        results = {config: [profile_optimizer_step(config, 'DefaultOptimWrapperConstructor',
+                                                   args.device, args.repeats),
+                            profile_optimizer_step(config, None, args.device, args.repeats)]
+                   for config in args.optimizers}
+        print_optimizers(results)
+        print('\n*host ms: CPU time of the step on fake tensors (fake-tensor overhead '
+              'included).')
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump(results, f, indent=1)
+        return results
     bench = load_benchmark()
     sizes = default_sizes(bench)
     if args.train_batch:

@@ -13,15 +13,16 @@ mmengine's ``DefaultOptimWrapperConstructor`` (``custom_keys``, ``norm_decay_mul
 from typing import Callable, List, Optional, Tuple
 
 from mmengine.logging import MMLogger
-from mmengine.optim import DefaultOptimWrapperConstructor
 from torch import nn
 
 from tnt_mm.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from .merged_groups_constructor import MergedGroupsOptimWrapperConstructor
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
-class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
-    """``DefaultOptimWrapperConstructor`` plus ``paramwise_cfg.layer_decay_rate``.
+class LayerDecayOptimWrapperConstructor(MergedGroupsOptimWrapperConstructor):
+    """``DefaultOptimWrapperConstructor`` plus ``paramwise_cfg.layer_decay_rate``, the groups
+    merged per setting (:class:`MergedGroupsOptimWrapperConstructor`).
 
     The depth of each parameter comes from the model's ``get_layer_depth(name)`` (mmpretrain
     classifiers) or its backbone's ``get_layer_depth(name, 'backbone.')`` (:class:`tnt_mm.TNT`,
@@ -65,11 +66,8 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             f'({type(backbone).__name__ if backbone is not None else "none"}) has a '
             f'get_layer_depth method; tnt_mm.TNT and mmpretrain\'s ViTs have one')
 
-    def add_params(self, params: List[dict], module: nn.Module, prefix: str = '',
-                   **kwargs) -> None:
-        super().add_params(params, module, prefix, **kwargs)
-        if prefix:  # the recursion into submodules: the top-level call scales every group
-            return
+    def adjust_groups(self, params: List[dict], module: nn.Module) -> None:
+        """Each parameter's lr times its layer's decay, before the groups are merged."""
         depth_of = self.layer_depth_fn(module)
         names = {id(param): name for name, param in module.named_parameters()}
         scales = {}
