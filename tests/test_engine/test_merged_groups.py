@@ -108,3 +108,60 @@ def test_resumes_a_run_saved_with_one_group_per_parameter():
     other = DefaultOptimWrapperConstructor(copy.deepcopy(OPTIM), dict(norm_decay_mult=0.0))
     with pytest.raises(ValueError, match='parameter group'):
         resumed.load_state_dict(other(torch.nn.Linear(2, 2)).state_dict())
+
+
+def schedulers_of(wrapper):
+    from mmengine.optim import CosineAnnealingLR, LinearLR
+    # short cosine periods: its restarts (steps 3 and 7) read the schedulers' base values
+    return [LinearLR(wrapper, start_factor=0.1, end=2, by_epoch=False),
+            CosineAnnealingLR(wrapper, T_max=2, begin=0, end=12, by_epoch=False)]
+
+
+def run(model, wrapper, schedulers, steps, seed):
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        images = torch.randn(4, 3, 32, 32, generator=generator)
+        labels = torch.randint(0, 3, (4,), generator=generator)
+        wrapper.update_params(model.loss(images, labels))
+        for scheduler in schedulers:
+            scheduler.step()
+
+
+def test_a_runner_checkpoint_with_one_group_per_parameter_resumes_with_its_lrs():
+    """A training checkpoint (model, optimizer, lr schedulers) from mmengine's constructor,
+    with the head at 10x the lr, resumed through SafeCheckpointHook into merged groups: the
+    same lrs and weights as the run that went on unmerged. The schedulers' per-group lists
+    are cut with the groups (else the head's group would take the first parameter's lr)."""
+    from types import SimpleNamespace
+
+    from tnt_mm.engine import SafeCheckpointHook
+    torch.manual_seed(0)
+    model = Classifier()
+    wrapper = build(DefaultOptimWrapperConstructor, model)
+    schedulers = schedulers_of(wrapper)
+    run(model, wrapper, schedulers, steps=3, seed=0)
+    checkpoint = copy.deepcopy(dict(state_dict=model.state_dict(),
+                                    optimizer=wrapper.state_dict(),
+                                    param_schedulers=[s.state_dict() for s in schedulers]))
+    run(model, wrapper, schedulers, steps=6, seed=1)  # the uninterrupted run
+
+    resumed = Classifier()
+    resumed.load_state_dict(checkpoint['state_dict'])
+    merged = build(MergedGroupsOptimWrapperConstructor, resumed)
+    merged_schedulers = schedulers_of(merged)
+    runner = SimpleNamespace(optim_wrapper=merged, model=resumed)
+    SafeCheckpointHook(strict=False).after_load_checkpoint(runner, checkpoint)
+    assert len(checkpoint['optimizer']['param_groups']) == 4
+    # one entry per merged group, and the last for mmengine's OptimWrapper's base settings
+    assert all(len(s['base_values']) == 5 for s in checkpoint['param_schedulers'])
+    merged.load_state_dict(checkpoint['optimizer'])
+    for scheduler, state in zip(merged_schedulers, checkpoint['param_schedulers']):
+        scheduler.load_state_dict(state)
+    run(resumed, merged, merged_schedulers, steps=6, seed=1)
+
+    lrs = settings_by_name(model, wrapper.optimizer)
+    assert {n: s['lr'] for n, s in settings_by_name(resumed, merged.optimizer).items()} == \
+        {n: s['lr'] for n, s in lrs.items()}
+    assert lrs['head.weight']['lr'] == pytest.approx(10 * lrs['backbone.cls_token']['lr'])
+    for (name, param), other in zip(model.named_parameters(), resumed.parameters()):
+        assert torch.equal(param, other), name

@@ -17,6 +17,9 @@ Two more things make loading robust:
   torch generator states with every checkpoint and puts them back when training resumes.
   Validation, which a resumed run does not repeat, runs on a copy of the states, so that it
   draws nothing from the training stream.
+- older optimizer layouts: a checkpoint saved with one optimizer group per parameter (tnt_mm
+  0.1.0, mmengine's constructor) resumes into a run whose groups are merged per setting
+  (:func:`~tnt_mm.engine.optimizers.merge_checkpoint_groups`), its schedulers' lrs included.
 """
 import random
 from typing import Any, Optional
@@ -28,6 +31,7 @@ from mmengine.logging import HistoryBuffer, print_log
 from mmengine.model import is_model_wrapper
 
 from tnt_mm.engine.checkpoint import state_dict_mismatches
+from tnt_mm.engine.optimizers.merged_groups_constructor import merge_checkpoint_groups
 from tnt_mm.registry import HOOKS
 
 _BUFFER_MARK = '__tnt_mm_history_buffer__'
@@ -138,6 +142,13 @@ class SafeCheckpointHook(Hook):
         if 'message_hub' in checkpoint:
             checkpoint['message_hub'] = restore_history_buffers(checkpoint['message_hub'])
         self._rng_state = checkpoint.get('rng_state')
+        # the runner builds its optimizer before it loads a checkpoint to resume
+        optimizer = getattr(getattr(runner, 'optim_wrapper', None), 'optimizer', None)
+        if isinstance(optimizer, torch.optim.Optimizer) and \
+                merge_checkpoint_groups(checkpoint, optimizer):
+            print_log(f'the checkpoint has one optimizer group per parameter; merged into '
+                      f'this run\'s {len(optimizer.param_groups)} groups, its parameter '
+                      f'schedulers too', logger='current')
 
     def before_train(self, runner) -> None:
         # Runner.train() resumes after building the model and initialising its weights, which
