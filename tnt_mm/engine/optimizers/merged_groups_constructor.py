@@ -112,9 +112,11 @@ class MergedGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             paramwise_cfg=dict(norm_decay_mult=0.0))
 
     Every rule of ``paramwise_cfg`` applies as in mmengine; each parameter's lr, weight decay
-    and other settings are unchanged, and so is training, step for step. The optimizer also
-    resumes from checkpoints saved with one group per parameter
-    (:func:`load_per_parameter_groups`). Subclasses change the per-parameter groups in
+    and other settings are unchanged, and so is training, step for step: bit for bit, but for
+    gradient clipping, whose total norm then sums in another order (float rounding). The
+    optimizer also resumes from checkpoints saved with one group per parameter
+    (:func:`load_per_parameter_groups`; :func:`merge_checkpoint_groups` for the runner's
+    schedulers). Subclasses change the per-parameter groups in
     :meth:`adjust_groups`, before they are merged.
     """
 
