@@ -4,5 +4,5 @@ from .hooks import (PREEMPTED_EXIT_CODE, CheckInputHook, CheckInvalidLossHook,
 from .optimizers import LayerDecayOptimWrapperConstructor, MergedGroupsOptimWrapperConstructor
 
 __all__ = ['CheckInputHook', 'CheckInvalidLossHook', 'LayerDecayOptimWrapperConstructor',
-           'MergedGroupsOptimWrapperConstructor', 'PlainParamGroupsHook', 'PREEMPTED_EXIT_CODE', 'PreemptionHook', 'SafeCheckpointHook',
-           'TrainingPreempted']
+           'MergedGroupsOptimWrapperConstructor', 'PlainParamGroupsHook', 'PREEMPTED_EXIT_CODE',
+           'PreemptionHook', 'SafeCheckpointHook', 'TrainingPreempted']
