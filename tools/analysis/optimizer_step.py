@@ -14,7 +14,6 @@ kernels of the same steps on the CPU.
 import argparse
 import json
 import statistics
-import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -92,4 +91,4 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
 
 
 if __name__ == '__main__':
-    sys.exit(main() and 0)
+    main()
