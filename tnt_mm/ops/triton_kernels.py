@@ -11,8 +11,10 @@ the autocast dtype, everything else stays float32). The backward pass keeps only
 recomputes the activations, as the CPU kernel does.
 """
 import contextlib
+import functools
 import os
-from typing import Iterator, List, NamedTuple, Optional, Tuple
+from types import MappingProxyType
+from typing import Iterator, List, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -184,18 +186,34 @@ def _next_power_of_2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-def launch_config(width: int, params: InnerTransformerParams, dtype: torch.dtype) -> dict:
+def launch_config(width: int, params: InnerTransformerParams, dtype: torch.dtype) -> Mapping:
     """The compile-time arguments of both kernels (the AOT compile test uses them too)."""
+    return _config(width, params.num_heads, params.head_dim, params.fc1_weight.shape[0], dtype,
+                   torch.backends.cuda.matmul.allow_tf32)
+
+
+def _weights_config(width: int, weights: List[torch.Tensor], num_heads: int,
+                    dtype: torch.dtype) -> Mapping:
+    """:func:`launch_config` from the kernels' weight list (``v_weight`` (c, c) gives the head
+    width, ``fc1_weight`` (h, c) the MLP's)."""
+    return _config(width, num_heads, weights[3].shape[0] // num_heads, weights[8].shape[0],
+                   dtype, torch.backends.cuda.matmul.allow_tf32)
+
+
+# Every block of every step asks for one of a handful of configs: built once each.
+@functools.lru_cache(maxsize=None)
+def _config(width: int, num_heads: int, head_dim: int, hidden: int, dtype: torch.dtype,
+            allow_tf32: bool) -> Mapping:
     import triton.language as tl
     tl_dtype = {torch.float32: tl.float32, torch.float16: tl.float16,
                 torch.bfloat16: tl.bfloat16}[dtype]
     # float32 products on tensor cores: TF32 where torch allows it for matmuls (as cuBLAS then
     # computes the reference), else three TF32 products that together keep float32 accuracy
     # ('ieee' would unroll every product into scalar FMAs: megabytes of code, minutes of ptxas)
-    precision = 'tf32' if torch.backends.cuda.matmul.allow_tf32 else 'tf32x3'
-    return dict(C=width, CP=max(16, _next_power_of_2(width)), HEADS=params.num_heads,
-                HD=params.head_dim, D=HEAD_BLOCK, HID=params.fc1_weight.shape[0],
-                BH=HIDDEN_BLOCK, DT=tl_dtype, PREC=precision)
+    precision = 'tf32' if allow_tf32 else 'tf32x3'
+    return MappingProxyType(dict(
+        C=width, CP=max(16, _next_power_of_2(width)), HEADS=num_heads, HD=head_dim,
+        D=HEAD_BLOCK, HID=hidden, BH=HIDDEN_BLOCK, DT=tl_dtype, PREC=precision))
 
 
 def _weights(p: InnerTransformerParams) -> List[torch.Tensor]:
@@ -270,7 +288,7 @@ def backward_launch(words, grad_out, weights, keep, eps, config, norm=None, out=
     sizes = [w.numel() for w in graded]
     # uninitialised: each program writes its row on its first tile
     slots = torch.empty(programs, sum(sizes), dtype=torch.float32, device=words.device)
-    columns = list(slots[0].split(sizes))  # where each weight's gradient starts in a row
+    columns = list(slots[0].split_with_sizes(sizes))  # where each weight's gradient starts
     if norm is None:
         columns += [columns[0], columns[0]]  # unwritten without
         norm_args = [words, words, words, 0.]
@@ -339,8 +357,12 @@ def _weight_grads(flat: torch.Tensor, weights: List[torch.Tensor]) -> List[torch
     dtypes = {w.dtype for w in weights}
     if len(dtypes) == 1:
         flat = flat.to(dtypes.pop())
-    grads = [g.view(w.shape) for g, w in zip(flat.split([w.numel() for w in weights]), weights)]
-    return [g if g.dtype == w.dtype else g.to(w.dtype) for g, w in zip(grads, weights)]
+    grads = []
+    for grad, weight in zip(flat.split_with_sizes([w.numel() for w in weights]), weights):
+        if weight.dim() != 1:  # the pieces are flat: vectors (7 of 12) need no view op
+            grad = grad.view(weight.shape)
+        grads.append(grad if grad.dtype == weight.dtype else grad.to(weight.dtype))
+    return grads
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -362,19 +384,11 @@ def _stochastic_depth_scales(words: torch.Tensor, p: float) -> torch.Tensor:
 # launches, keep the kernels as two opaque custom ops. Only the words, the weights and the
 # stochastic depth draws are kept for the backward pass, which recomputes the activations; the
 # backward itself is not differentiable.
-def _op_params(weights: List[torch.Tensor], num_heads: int, eps: float) -> InnerTransformerParams:
-    """The params :func:`launch_config` reads, rebuilt from the ops' flat arguments."""
-    (norm1_w, norm1_b, qk_w, v_w, proj_w, proj_b, norm2_w, norm2_b,
-     fc1_w, fc1_b, fc2_w, fc2_b) = weights
-    return InnerTransformerParams(norm1_w, norm1_b, qk_w, None, v_w, None, proj_w, proj_b,
-                                  norm2_w, norm2_b, fc1_w, fc1_b, fc2_w, fc2_b, num_heads, eps)
-
-
 @torch.library.custom_op('tnt_mm::triton_inner_forward', mutates_args=())
 def _forward_op(words: torch.Tensor, weights: List[torch.Tensor],
                 keep_attn: Optional[torch.Tensor], keep_mlp: Optional[torch.Tensor],
                 num_heads: int, eps: float, dtype: torch.dtype) -> torch.Tensor:
-    config = launch_config(words.shape[-1], _op_params(weights, num_heads, eps), dtype)
+    config = _weights_config(words.shape[-1], weights, num_heads, dtype)
     keep = None if keep_attn is None else (keep_attn, keep_mlp)
     return _forward(words, weights, keep, eps, config)
 
@@ -385,7 +399,7 @@ def _backward_op(words: torch.Tensor, grad_out: torch.Tensor, weights: List[torc
                  num_heads: int, eps: float, dtype: torch.dtype) -> List[torch.Tensor]:
     """The words' gradient and the weights' in one flat tensor (a custom op's outputs may not
     be views of one another)."""
-    config = launch_config(words.shape[-1], _op_params(weights, num_heads, eps), dtype)
+    config = _weights_config(words.shape[-1], weights, num_heads, dtype)
     keep = None if keep_attn is None else (keep_attn, keep_mlp)
     return list(_backward(words, grad_out, weights, keep, eps, config))
 
@@ -423,7 +437,7 @@ class _InnerTransformer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, words, keep_attn, keep_mlp, num_heads, eps, dtype, *weights):
         weights = list(weights)
-        config = launch_config(words.shape[-1], _op_params(weights, num_heads, eps), dtype)
+        config = _weights_config(words.shape[-1], weights, num_heads, dtype)
         keep = None if keep_attn is None else (keep_attn, keep_mlp)
         ctx.save_for_backward(words, keep_attn, keep_mlp, *weights)
         ctx.settings = config, eps
@@ -447,7 +461,7 @@ class _InnerTransformerNormed(torch.autograd.Function):
     @staticmethod
     def forward(ctx, words, keep_attn, keep_mlp, num_heads, eps, dtype, norm_eps, *weights):
         weights, norm = list(weights[:-2]), (weights[-2], weights[-1], norm_eps)
-        config = launch_config(words.shape[-1], _op_params(weights, num_heads, eps), dtype)
+        config = _weights_config(words.shape[-1], weights, num_heads, dtype)
         keep = None if keep_attn is None else (keep_attn, keep_mlp)
         launch, out, normed = forward_launch(words, weights, keep, eps, config, norm, dtype)
         _launch(launch)

@@ -107,6 +107,46 @@ def test_inner_transformer_only_in_chosen_blocks():
     assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in full.parameters())
 
 
+def test_inner_params_are_the_modules_current_weights():
+    """The block reads its inner weights from the modules' registries (the fast path); what it
+    returns is what attribute access gives, also after a weight or a module is replaced, and a
+    module that keeps its weight elsewhere (a parametrization) falls back to attribute access."""
+    from torch.nn.utils import parametrize
+
+    from tnt_mm.models.backbones.tnt import TNTBlock
+
+    def by_attributes(block):
+        attn, mlp = block.attn_in, block.mlp_in
+        return [block.norm_in.weight, block.norm_in.bias, attn.qk.weight, attn.qk.bias,
+                attn.v.weight, attn.v.bias, attn.proj.weight, attn.proj.bias,
+                block.norm_mlp_in.weight, block.norm_mlp_in.bias, mlp.fc1.weight, mlp.fc1.bias,
+                mlp.fc2.weight, mlp.fc2.bias, attn.num_heads, block.norm_in.eps,
+                attn.attn_drop_rate, attn.proj_drop.p, block.drop_path_rate]
+
+    def same(params, expected):
+        return len(params) == len(expected) and all(
+            a is b or (torch.is_tensor(a) and torch.equal(a, b)) or a == b
+            for a, b in zip(params, expected))
+
+    block = TNTBlock(24, 384, 16, 4, 6, qkv_bias=True, drop=0.1, attn_drop=0.2, drop_path=0.3)
+    assert same(block.inner_params(), by_attributes(block))
+    assert all(a is b for a, b in zip(block.inner_params()[:14], by_attributes(block)))
+    block.attn_in.v.weight = torch.nn.Parameter(torch.randn(24, 24))
+    block.mlp_in.fc1 = torch.nn.Linear(24, 96)
+    assert block.inner_params().v_weight is block.attn_in.v.weight
+    assert block.inner_params().fc1_weight is block.mlp_in.fc1.weight
+
+    class Doubled(torch.nn.Module):
+        def forward(self, weight):
+            return 2 * weight
+
+    parametrize.register_parametrization(block.attn_in.qk, 'weight', Doubled())
+    params = block.inner_params()
+    assert 'weight' not in block.attn_in.qk._parameters
+    assert torch.equal(params.qk_weight, 2 * block.attn_in.qk.parametrizations.weight.original)
+    assert same(params, by_attributes(block))
+
+
 def test_stochastic_depth_schedule_and_eval_determinism():
     model = TNT('tiny', out_type='cls_token', drop_path_rate=0.1)
     rates = [getattr(b.drop_path, 'p', 0.0) for b in model.blocks]
