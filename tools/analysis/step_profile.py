@@ -57,7 +57,8 @@ below autograd and autocast, sees every ATen op of the counted step:
 - host time: the median wall time of ``--repeats`` more steps without the counting: the
   step's Python, autograd and dispatch plus fake-tensor shape propagation, which dominates
   (tens of microseconds an op, several times a CUDA dispatch). It is a CPU-side dispatch cost
-  to compare rows by, not a GPU time and not a real host time.
+  to compare rows by, not a GPU time and not a real host time (``host_time.py`` measures the
+  host's own work on real CPU tensors).
 
 The fake GPU (:func:`fake_device`, the one place that patches anything): an H200, compute
 capability 9.0 with 132 SMs, for ``torch.cuda``'s queries (``auto`` then picks the Triton
