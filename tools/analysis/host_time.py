@@ -9,9 +9,9 @@ microseconds an op) is most of the time and the backward runs in a Python autogr
 tool measures what a GPU's host runs instead, as closely as a CPU can:
 
 - both models keep their structure (depth, heads, every op and parameter tensor) and shrink
-  their width: outer width 48 (6 heads of 8) for TNT-S and DeiT-S, TNT's words as TNT-S's
-  (4 heads over 24); 32x32 images (2x2 patches), batch 1. The kernels then take a few
-  microseconds each, about what a CUDA launch costs the host;
+  their width: outer width 48 (6 heads of 8) for TNT-S and DeiT-S, TNT's words 8 wide (4
+  heads); 32x32 images (2x2 patches), batch 1. The kernels then take a few microseconds each,
+  about what a CUDA launch costs the host;
 - the Triton backend runs as on a GPU up to the launch, which is skipped (its outputs are left
   uninitialised): the backend is chosen as on CUDA, the autograd path and every tensor op
   around the launches run;
@@ -74,7 +74,8 @@ def build(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     else:
         backend, _, option = name[len(OURS) + 2:-1].partition(', ')
         fused = option == 'fused'
-        arch = dict(inner_dim=INNER_WIDTH, inner_heads=4, outer_dim=OUTER_WIDTH, outer_heads=6, depth=12)
+        arch = dict(inner_dim=INNER_WIDTH, inner_heads=4, outer_dim=OUTER_WIDTH, outer_heads=6,
+                    depth=12)
         model = TNT(arch, out_type='cls_token', pretrain_img_size=IMG_SIZE,
                     low_precision_words=fused)
 
