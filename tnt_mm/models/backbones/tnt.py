@@ -172,8 +172,8 @@ class TNTBlock(nn.Module):
 
     def _inner_params_from_registries(self) -> InnerTransformerParams:
         """:meth:`inner_params` read from the modules' ``_modules`` and ``_parameters`` dicts:
-        each ``nn.Module.__getattr__`` costs about a microsecond, and the 28 of the plain
-        version were a third of the block's host time outside the kernels."""
+        each ``nn.Module.__getattr__`` costs about a microsecond, and the plain version makes
+        28 of them in every block of every step (34 us against 2 us on a CPU)."""
         modules = self._modules
         norm1, attn = modules['norm_in'], modules['attn_in']
         norm2, mlp = modules['norm_mlp_in'], modules['mlp_in']
