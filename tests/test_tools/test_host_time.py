@@ -3,6 +3,7 @@ backend's autograd path run with its launches skipped, and nothing left patched.
 import json
 
 import pytest
+import torch
 from helpers import load_tool
 
 from tnt_mm.ops import triton_kernels
@@ -11,10 +12,12 @@ from tnt_mm.ops import triton_kernels
 def test_times_each_row_against_deit(tmp_path, capsys):
     tool = load_tool('tools/analysis/host_time.py')
     launch, interpreting = triton_kernels._launch, triton_kernels.interpreting
+    threads = torch.get_num_threads()
     out = tmp_path / 'host.json'
     rows = tool.main(['--backends', 'triton', 'reference', '--rounds', '1', '--steps', '1',
                       '--json', str(out)])
     assert triton_kernels._launch is launch and triton_kernels.interpreting is interpreting
+    assert torch.get_num_threads() == threads
     triton, reference, deit = (rows[f'{tool.OURS} [triton]'], rows[f'{tool.OURS} [reference]'],
                                rows[tool.DEIT])
     assert deit['ratio'] == 1 and all(r['ms'] > 0 for r in rows.values())

@@ -86,13 +86,18 @@ def build(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     return forward
 
 
+def loss_of(forward: Callable, x: torch.Tensor, amp: Optional[torch.dtype]) -> torch.Tensor:
+    """The forward under autocast and benchmark.py's loss."""
+    with torch.autocast('cpu', dtype=amp, enabled=amp is not None):
+        out = forward(x)
+    return out.float().square().mean()
+
+
 def make_step(forward: Callable, amp: Optional[torch.dtype]) -> Callable[[], None]:
     x = torch.randn(1, 3, IMG_SIZE, IMG_SIZE)
 
     def step():
-        with torch.autocast('cpu', dtype=amp, enabled=amp is not None):
-            out = forward(x)
-        out.float().square().mean().backward()  # benchmark.py's loss_of
+        loss_of(forward, x, amp).backward()
         forward.module.zero_grad(set_to_none=True)
     return step
 
@@ -116,10 +121,7 @@ def time_rows(steps_by_row: Dict[str, Callable], rounds: int, steps: int,
 
 def autograd_nodes(forward: Callable, amp: Optional[torch.dtype]) -> int:
     """Nodes of one training step's autograd graph, AccumulateGrad included."""
-    x = torch.randn(1, 3, IMG_SIZE, IMG_SIZE)
-    with torch.autocast('cpu', dtype=amp, enabled=amp is not None):
-        out = forward(x)
-    seen, stack = set(), [out.float().square().mean().grad_fn]
+    seen, stack = set(), [loss_of(forward, torch.randn(1, 3, IMG_SIZE, IMG_SIZE), amp).grad_fn]
     while stack:
         node = stack.pop()
         if node is None or node in seen:
@@ -144,12 +146,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.steps < 1:
         parser.error(f'--rounds {args.rounds} and --steps {args.steps} must be at least 1')
+    amp, threads = AMP[args.amp], torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    with launches_skipped():
-        forwards = {name: build(name) for name in row_names(args.backends)}
-        nodes = {name: autograd_nodes(forward, AMP[args.amp]) for name, forward in forwards.items()}
-        rows = time_rows({name: make_step(forward, AMP[args.amp])
-                          for name, forward in forwards.items()}, args.rounds, args.steps)
+    try:
+        with launches_skipped():
+            forwards = {name: build(name) for name in row_names(args.backends)}
+            nodes = {name: autograd_nodes(forward, amp) for name, forward in forwards.items()}
+            rows = time_rows({name: make_step(forward, amp) for name, forward in forwards.items()},
+                             args.rounds, args.steps)
+    finally:
+        torch.set_num_threads(threads)  # the caller's (a test session's)
     base = rows[DEIT]['ms']
     print(f'host time of a training step (forward, backward, zero_grad), CPU tensors, '
           f'width {OUTER_WIDTH}, {IMG_SIZE}x{IMG_SIZE}, batch 1, amp {args.amp}, '
