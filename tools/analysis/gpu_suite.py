@@ -89,6 +89,11 @@ STEPS = [
     Step('detection_ops', f'{VENV_PY} tools/analysis/gpu_suite.py --child detection_ops cuda', 60, 20,
          parse=json_lines, env={'TNT_MM_DETECTION_OPS': 'auto'},
          what='nms and RoIAlign on cuda:0 through tnt_mm.detection_ops against mmcv on the CPU'),
+    # the kernels' check first among the measurements: what `auto` may use by default
+    # (the fused words -> sentence norm, compiled graphs) waits on it
+    Step('triton_check', f'{VENV_PY} tools/analysis/check_triton_gpu.py', 120, 60,
+         parse=floats({'inner_fwd_bwd_ms': r'fwd\+bwd: ([\d.]+) ms'}),
+         what='the fused Triton inner transformer against the reference'),
     Step('demo_det', f'{INSTALL_CPU} make demo THREADS=8 TRAIN_ARGS=--amp', 240, 90, parse=COCO,
          env={'TNT_MM_DETECTION_OPS': 'auto'},
          what='the main job: make demo on the GPU with AMP, on torchvision\'s kernels'),
@@ -106,9 +111,6 @@ STEPS = [
          f'configs/demo/seg_shapes_upernet.py --amp --work-dir work_dirs/gpu_seg --cfg-options '
          f'train_cfg.max_iters=300 train_cfg.val_interval=300 {FAST_LOADERS}', 120, 60,
          parse=MIOU, what='UperNet demo, 300 iterations'),
-    Step('triton_check', f'{VENV_PY} tools/analysis/check_triton_gpu.py', 120, 60,
-         parse=floats({'inner_fwd_bwd_ms': r'fwd\+bwd: ([\d.]+) ms'}),
-         what='the fused Triton inner transformer against the reference'),
     Step('trace', f'{VENV_PY} tools/analysis/gpu_trace.py --amp bf16', 150, 60,
          parse=json_lines,
          what='torch.profiler of one TNT-S and DeiT-S step at 224 b128 and 800x1344 b2: host '
