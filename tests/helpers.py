@@ -52,6 +52,8 @@ def toy_cls_options(data_root: str, max_epochs: int = 2) -> list:
     return [f'train_cfg.max_epochs={max_epochs}', 'train_cfg.val_interval=1',
             'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0',
             'train_dataloader.persistent_workers=False', 'val_dataloader.persistent_workers=False',
+            # the configs copy val_dataloader into test_dataloader when they are read
+            'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
             'train_dataloader.batch_size=12', 'default_hooks.checkpoint.interval=1',
             'default_hooks.checkpoint.max_keep_ckpts=-1',
             'param_scheduler.0.end=1', 'param_scheduler.1.begin=1',
@@ -71,6 +73,7 @@ def toy_det_options(data_root: str) -> list:
         'train_cfg.max_epochs=2', 'train_cfg.val_interval=2', 'train_dataloader.batch_size=4',
         'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
         'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
+        'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
         'default_hooks.checkpoint.interval=1', 'param_scheduler.1.end=2',
         f'train_dataloader.dataset.data_root={data_root}',
         f'val_dataloader.dataset.data_root={data_root}',

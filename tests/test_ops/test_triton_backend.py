@@ -17,7 +17,9 @@ import torch
 from helpers import load_tool
 
 from tnt_mm.models.backbones.tnt import TNT, TNTBlock
-from tnt_mm.ops import BackendUnavailableError, inner_backend, inner_transformer, select
+from tnt_mm.models.layers import LayerNorm
+from tnt_mm.ops import (BackendUnavailableError, fused_norm, inner_backend, inner_transformer,
+                        patch_update, select)
 from tnt_mm.ops import triton_kernels
 from tnt_mm.utils.cli import UsageError
 
@@ -197,9 +199,11 @@ def test_fused_patch_norm_under_autocast(interpreter, monkeypatch):
         assert relative_error(g, e) <= 2 * relative_error(r, e) + 1e-3, name
 
 
-def test_whole_model_trains_as_with_the_reference(interpreter):
+@pytest.mark.parametrize('fused', [False, True], ids=['', 'fused norm and update'])
+def test_whole_model_trains_as_with_the_reference(fused, interpreter):
     """TNT-Ti with stochastic depth: a training step's features and every parameter's gradient
-    with the triton backend (interpreted) equal the reference backend's."""
+    with the triton backend (interpreted) equal the reference backend's; also with the opt-in
+    words -> sentence norm and sentence update in the kernels."""
     torch.manual_seed(0)
     model = TNT('ti', out_type='featmap', out_indices=(1, 3), pretrain_img_size=64,
                 drop_path_rate=0.1).train()
@@ -208,7 +212,7 @@ def test_whole_model_trains_as_with_the_reference(interpreter):
     for backend in ('triton', 'reference'):
         model.zero_grad()
         torch.manual_seed(1)
-        with inner_backend(backend):
+        with inner_backend(backend), fused_norm(fused):
             feats = model(x)
         sum((f ** 2).mean() for f in feats).backward()
         results[backend] = ([f.detach() for f in feats],
@@ -218,6 +222,58 @@ def test_whole_model_trains_as_with_the_reference(interpreter):
         assert relative_error(a, b) < 1e-4, name
     for name, grad in results['reference'][1].items():
         assert relative_error(results['triton'][1][name], grad) < 1e-3, name
+
+
+@pytest.mark.parametrize('amp', [None, torch.bfloat16], ids=['float32', 'bf16 autocast'])
+def test_sentence_update_equals_reference(amp, interpreter, monkeypatch):
+    """The opt-in fused path's sentence update: one kernel each way; the new sentences and the
+    gradients of the sentences, the projected words and the norm's weight and bias equal
+    PyTorch's (LayerNorm, pad, sum), in float32 and with bfloat16 projected words under
+    autocast; odd sizes, more patch tiles than backward programs."""
+    torch.manual_seed(0)
+    norm = random_block(12, 2).norm2_proj  # sentence width 192
+    sentences = torch.randn(3, 8, 192, requires_grad=True)
+    projected = torch.randn(3, 7, 192).to(amp or torch.float32).requires_grad_()
+    grad = torch.randn(3, 8, 192)
+    inputs = [sentences, projected, norm.weight, norm.bias]
+    launches = []
+    launch = triton_kernels._launch
+    monkeypatch.setattr(triton_kernels, '_launch',
+                        lambda one: (launches.append(one.kernel), launch(one))[1])
+    results = {}
+    for fused in (True, False):
+        with fused_norm(fused), torch.autocast('cpu', dtype=torch.bfloat16,
+                                               enabled=amp is not None):
+            out = patch_update(sentences, projected, norm)
+        results[fused] = [out, *torch.autograd.grad(out, inputs, grad)]
+    assert launches == ['sentence_update_fwd', 'sentence_update_bwd']
+    names = ['sentences', 'grad sentences', 'grad projected', 'grad weight', 'grad bias']
+    for name, got, want in named(names, results[True], results[False]):
+        tolerance = 1e-5 if want.dtype == torch.float32 else 1e-2  # one bfloat16 rounding
+        assert got.dtype == want.dtype and relative_error(got, want) < tolerance, name
+
+
+def test_sentence_update_runs_where_asked_and_says_why_not(monkeypatch):
+    """The kernel takes the update only with the fused norm and the Triton backend forced (or
+    ``auto`` on a GPU it was built for); what it cannot run it names, and PyTorch adds it."""
+    reasons = triton_kernels.update_unsupported_reasons(
+        torch.zeros(2, 5, 64, dtype=torch.float16), torch.zeros(2, 3, 64), None,
+        torch.zeros(64))
+    assert any('float16; the kernel adds to float32' in r for r in reasons), reasons
+    assert any('shape (2, 3, 64) for sentences of shape (2, 5, 64)' in r for r in reasons)
+    assert any('no weight or no bias' in r for r in reasons)
+    taken = []
+    monkeypatch.setattr(triton_kernels, 'sentence_update',
+                        lambda sentences, *args: taken.append(True) or sentences)
+    sentences, projected, norm = torch.zeros(2, 5, 64), torch.zeros(2, 4, 64), LayerNorm(64)
+    for backend, fused, kernel in [('triton', True, True), ('triton', False, False),
+                                   ('auto', True, False), ('reference', True, False)]:
+        taken.clear()
+        with inner_backend(backend), fused_norm(fused):
+            out = patch_update(sentences.half(), projected, norm)  # PyTorch: half sentences
+            assert not taken and out.dtype == torch.float32
+            patch_update(sentences, projected, norm)
+        assert taken == ([True] if kernel else []), (backend, fused)
 
 
 def test_contract_names_what_it_cannot_run(monkeypatch):
@@ -329,7 +385,7 @@ def test_every_kernel_compiles_for_a100_and_h100():
     """tools/analysis/compile_triton_kernels.py compiles both kernels of Ti/S/B, in float32,
     float16 and bfloat16, with and without stochastic depth, for sm_80 and sm_90, within each
     GPU's shared memory (in a process without the interpreter, which compiles nothing); and
-    the fused-norm kernels of TNT-B."""
+    the fused-norm kernels and the sentence update of TNT-B."""
     env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
     tool = [sys.executable, 'tools/analysis/compile_triton_kernels.py']
     result = subprocess.run(tool + ['--fused-norm', 'without'], env=env, capture_output=True,
@@ -349,6 +405,11 @@ def test_every_kernel_compiles_for_a100_and_h100():
     rows = [line.split() for line in result.stdout.splitlines()
             if line.startswith('inner_transformer_')]
     assert len(rows) == 2 * 2 * 2 and all(r[4] == 'fused' for r in rows)
+    # and its sentence update, at TNT-B's sentence width (640)
+    rows = [line.split() for line in result.stdout.splitlines()
+            if line.startswith('sentence_update_')]
+    assert len(rows) == 2 * 2 * 2
+    assert all(0 < float(r[6]) <= {'sm_80': 163, 'sm_90': 227}[r[5]] for r in rows)
 
 
 def test_compile_tool_refuses_the_interpreter():

@@ -4,11 +4,10 @@ triton).
 """
 from .cpu_kernels import load_extension
 from .dispatch import (BACKENDS, BackendUnavailableError, inner_backend, inner_transformer,
-                       reference_attention, requested_backend, select)
+                       patch_update, reference_attention, requested_backend, select)
 from .params import InnerTransformerParams
 from .triton_kernels import fused_norm
 
 __all__ = ['BACKENDS', 'BackendUnavailableError', 'InnerTransformerParams', 'fused_norm',
-           'inner_backend',
-           'inner_transformer', 'load_extension', 'reference_attention', 'requested_backend',
-           'select']
+           'inner_backend', 'inner_transformer', 'load_extension', 'patch_update',
+           'reference_attention', 'requested_backend', 'select']

@@ -28,6 +28,7 @@ from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from . import cpu_kernels, reference, triton_kernels
@@ -239,3 +240,24 @@ def inner_transformer(words: torch.Tensor, params: InnerTransformerParams,
             words, params, training, (patch_norm.weight, patch_norm.bias, patch_norm.eps))
     words = backend.run(words, params, training, recompute)
     return words, patch_norm(words.reshape(words.shape[0], -1))
+
+
+def patch_update(sentences: torch.Tensor, projected: torch.Tensor,
+                 norm: nn.LayerNorm) -> torch.Tensor:
+    """The official layout's words -> sentence update: ``sentences`` (B, 1 + N, d) plus
+    ``norm(projected)`` on every patch token, (B, N, d) the projected words, nothing on the
+    class token. With the kernels' words -> sentence norm (``TNT_MM_TRITON_FUSED_NORM=1``),
+    where the Triton backend is asked for or ``auto`` takes it and the kernel can run the
+    input, one Triton kernel each way (:func:`~.triton_kernels.sentence_update`); else PyTorch.
+    """
+    if triton_kernels.fuses_norm():
+        requested = requested_backend()
+        if requested == 'triton' or (requested == 'auto'
+                                     and triton_kernels.built_for(sentences.device)):
+            if not triton_kernels.update_unsupported_reasons(sentences, projected, norm.weight,
+                                                             norm.bias):
+                return triton_kernels.sentence_update(sentences, projected, norm.weight,
+                                                      norm.bias, norm.eps)
+    # Out of place (in-place updates break autograd and checkpointing); padding rather than
+    # concatenating the slices, whose backward zero-fills two full-size gradients.
+    return sentences + F.pad(norm(projected), (0, 0, 1, 0))

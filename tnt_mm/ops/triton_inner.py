@@ -1,5 +1,6 @@
-"""Triton kernels of TNT's inner transformer, forward and backward (the launcher, contract and
-autograd op are in :mod:`tnt_mm.ops.triton_kernels`).
+"""Triton kernels of TNT's inner transformer, forward and backward, and of the official
+layout's sentence update (the launchers, contracts and autograd ops are in
+:mod:`tnt_mm.ops.triton_kernels`).
 
 One program takes ``P`` patches, ``R = 16 P`` word rows, and runs the whole inner transformer
 on them with every activation in registers: LN1 -> per head q, k, v -> attention of each patch's
@@ -342,3 +343,59 @@ def inner_transformer_bwd(
         mask = row_mask[:, None] & col_mask[None, :]
         tl.store(grad_words + rows[:, None] * C + cols[None, :],
                  grad_x.to(grad_words.dtype.element_ty), mask=mask)
+
+
+# ------------------------------------------------------------------ the sentence update
+# The official layout adds LayerNorm(projected words) to each patch's sentence token and
+# nothing to the class token: in PyTorch a cast, the norm, a zero-row pad and the sum (and
+# their backward), here one pass over the sentences each way.
+@triton.jit
+def sentence_update_fwd(sentences, projected, out, norm_w, norm_b, n_rows, tokens, eps,
+                        D: tl.constexpr, DP: tl.constexpr, R: tl.constexpr):
+    """``out = sentences + pad(LayerNorm(projected))`` for R of the (B T, D) sentence rows:
+    row ``b T + t`` takes row ``b (T - 1) + t - 1`` of the (B (T - 1), D) projected words,
+    the class token (t = 0) nothing."""
+    rows = tl.program_id(0) * R + tl.arange(0, R)
+    cols = tl.arange(0, DP)
+    row_mask = rows < n_rows
+    col_mask = cols < D
+    is_patch = row_mask & (rows % tokens > 0)
+    x = _load_2d(projected, rows - rows // tokens - 1, cols, is_patch, col_mask, D)
+    xhat, _ = _layer_norm(x, col_mask, D, eps)
+    w = tl.load(norm_w + cols, mask=col_mask, other=0.).to(tl.float32)
+    b = tl.load(norm_b + cols, mask=col_mask, other=0.).to(tl.float32)
+    update = tl.where(is_patch[:, None], xhat * w[None, :] + b[None, :], 0.)
+    mask = row_mask[:, None] & col_mask[None, :]
+    offsets = rows[:, None] * D + cols[None, :]
+    base = tl.load(sentences + offsets, mask=mask, other=0.).to(tl.float32)
+    tl.store(out + offsets, (base + update).to(out.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def sentence_update_bwd(grad_out, projected, grad_projected, norm_w, g_norm_w, g_norm_b,
+                        n_patches, patches, n_tiles, eps,
+                        D: tl.constexpr, DP: tl.constexpr, R: tl.constexpr):
+    """The projected words' gradient (the sentences' is ``grad_out`` itself), and this
+    program's share of the LayerNorm's weight and bias gradients, row ``pid`` of the
+    (programs, D) ``g_norm_*`` slots. Programs loop over tiles of R patch rows."""
+    pid = tl.program_id(0)
+    cols = tl.arange(0, DP)
+    col_mask = cols < D
+    w = tl.load(norm_w + cols, mask=col_mask, other=0.).to(tl.float32)
+    grad_w = tl.zeros((DP,), dtype=tl.float32)
+    grad_b = tl.zeros((DP,), dtype=tl.float32)
+    for tile in range(pid, n_tiles, tl.num_programs(0)):
+        rows = tile * R + tl.arange(0, R)
+        row_mask = rows < n_patches
+        # patch b N + n is sentence row b (N + 1) + n + 1
+        g = _load_2d(grad_out, rows + rows // patches + 1, cols, row_mask, col_mask, D)
+        xhat, rstd = _layer_norm(_load_2d(projected, rows, cols, row_mask, col_mask, D),
+                                 col_mask, D, eps)
+        grad_w += tl.sum(g * xhat, axis=0)
+        grad_b += tl.sum(g, axis=0)
+        grad_x = _layer_norm_backward(g * w[None, :], xhat, rstd, col_mask, D)
+        tl.store(grad_projected + rows[:, None] * D + cols[None, :],
+                 grad_x.to(grad_projected.dtype.element_ty),
+                 mask=row_mask[:, None] & col_mask[None, :])
+    tl.store(g_norm_w + pid * D + cols, grad_w, mask=col_mask)
+    tl.store(g_norm_b + pid * D + cols, grad_b, mask=col_mask)

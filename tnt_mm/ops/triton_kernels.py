@@ -135,17 +135,24 @@ def built_for(device: torch.device) -> bool:
             and torch.cuda.get_device_capability(device) >= (8, 0))
 
 
-def inner_unsupported_reasons(words: torch.Tensor, params: InnerTransformerParams,
-                              training: bool) -> List[str]:
-    """Every reason why :func:`inner_transformer` cannot run this inner transformer; empty if
-    it can."""
+def _platform_reasons(tensor: torch.Tensor, subject: str) -> List[str]:
+    """Why no Triton kernel can take ``tensor`` here: Triton missing, or not a CUDA tensor
+    outside the interpreter; ``subject`` names it in the message ('the input is')."""
     reasons = []
     missing = _triton_missing()
     if missing:
         reasons.append(f'Triton cannot be imported ({missing})')
-    if words.device.type != 'cuda' and not interpreting():
-        reasons.append(f'the input is on {words.device}; the Triton kernels run on CUDA tensors '
+    if tensor.device.type != 'cuda' and not interpreting():
+        reasons.append(f'{subject} on {tensor.device}; the Triton kernels run on CUDA tensors '
                        f'(on CPU tensors only in Triton\'s interpreter, TRITON_INTERPRET=1)')
+    return reasons
+
+
+def inner_unsupported_reasons(words: torch.Tensor, params: InnerTransformerParams,
+                              training: bool) -> List[str]:
+    """Every reason why :func:`inner_transformer` cannot run this inner transformer; empty if
+    it can."""
+    reasons = _platform_reasons(words, 'the input is')
     if words.dtype not in DTYPES:
         reasons.append(f'the input is {words.dtype}, the kernels take one of {DTYPES}')
     if words.dim() != 3 or words.shape[1] != WORDS:
@@ -539,3 +546,102 @@ def inner_transformer(words: torch.Tensor, params: InnerTransformerParams,
                            params.eps, _compute_dtype(words))
     return _InnerTransformer.apply(words.contiguous(), keep_attn, keep_mlp, params.num_heads,
                                    params.eps, _compute_dtype(words), *weights)
+
+
+# ------------------------------------------------------------------ the sentence update
+UPDATE_ROWS, UPDATE_WARPS = 4, 4  # sentence rows per program, warps (not yet tuned on a GPU)
+MAX_SENTENCE_WIDTH = 1024  # widest sentence row one program holds
+
+
+def update_unsupported_reasons(sentences: torch.Tensor, projected: torch.Tensor,
+                               norm_weight: Optional[torch.Tensor],
+                               norm_bias: Optional[torch.Tensor]) -> List[str]:
+    """Every reason why :func:`sentence_update` cannot add the LayerNorm of ``projected``
+    (B, N, D) to ``sentences`` (B, 1 + N, D); empty if it can."""
+    reasons = _platform_reasons(sentences, 'the sentences are')
+    if sentences.dtype != torch.float32:
+        reasons.append(f'the sentences are {sentences.dtype}; the kernel adds to float32 '
+                       f'sentences (float32 models and autocast)')
+    if projected.dtype not in DTYPES:
+        reasons.append(f'the projected words are {projected.dtype}, the kernels take one of '
+                       f'{DTYPES}')
+    batch, tokens, width = sentences.shape if sentences.dim() == 3 else (0, 0, 0)
+    if projected.shape != (batch, tokens - 1, width) or not tokens:
+        reasons.append(f'the projected words have shape {tuple(projected.shape)} for sentences '
+                       f'of shape {tuple(sentences.shape)}; the kernel takes (B, T - 1, D) for '
+                       f'(B, T, D)')
+    if norm_weight is None or norm_bias is None:
+        reasons.append('the LayerNorm has no weight or no bias (the kernel applies both)')
+    if width > MAX_SENTENCE_WIDTH:
+        reasons.append(f'sentence width {width} is wider than the kernel\'s '
+                       f'{MAX_SENTENCE_WIDTH}')
+    if sentences.numel() >= 2 ** 31:
+        reasons.append(f'the sentences have {sentences.numel()} elements; the kernels index '
+                       f'with 32 bits')
+    capturing = graph_capture()  # no custom op: graphs keep the PyTorch ops
+    if capturing:
+        reasons.append(capturing)
+    return reasons
+
+
+def _update_meta(width: int) -> dict:
+    return dict(D=width, DP=_next_power_of_2(width), R=UPDATE_ROWS)
+
+
+def update_forward_launch(sentences, projected, norm_weight, norm_bias,
+                          eps) -> Tuple[Launch, torch.Tensor]:
+    """The update's forward launch and the tensor it writes the new sentences to."""
+    batch, tokens, width = sentences.shape
+    out = torch.empty_like(sentences)
+    rows = batch * tokens
+    return Launch('sentence_update_fwd', (_cdiv(rows, UPDATE_ROWS),),
+                  [sentences, projected, out, norm_weight, norm_bias, rows, tokens, eps],
+                  _update_meta(width), UPDATE_WARPS), out
+
+
+def update_backward_launch(grad_out, projected, norm_weight,
+                           eps) -> Tuple[Launch, torch.Tensor, torch.Tensor]:
+    """The update's backward launch, the projected words' gradient, and the LayerNorm's
+    gradient slots, (2, programs, D) float32: weight then bias, one row a program."""
+    batch, patches, width = projected.shape
+    grad_projected = torch.empty_like(projected)
+    tiles = _cdiv(batch * patches, UPDATE_ROWS)
+    programs = _backward_programs(projected, tiles)
+    slots = torch.empty(2, programs, width, dtype=torch.float32, device=projected.device)
+    return Launch('sentence_update_bwd', (programs,),
+                  [grad_out, projected, grad_projected, norm_weight, slots[0], slots[1],
+                   batch * patches, patches, tiles, eps],
+                  _update_meta(width), UPDATE_WARPS), grad_projected, slots
+
+
+class _SentenceUpdate(torch.autograd.Function):
+    """:func:`sentence_update`: one kernel forward, one kernel and one sum backward; keeps the
+    projected words (the norm is recomputed from them)."""
+
+    @staticmethod
+    def forward(ctx, sentences, projected, norm_weight, norm_bias, eps):
+        launch, out = update_forward_launch(sentences, projected, norm_weight, norm_bias, eps)
+        _launch(launch)
+        ctx.save_for_backward(projected, norm_weight)
+        ctx.eps = eps
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        _refuse_double_backward()
+        projected, norm_weight = ctx.saved_tensors
+        launch, grad_projected, slots = update_backward_launch(
+            grad_out.contiguous(), projected, norm_weight, ctx.eps)
+        _launch(launch)
+        grad_weight, grad_bias = slots.sum(1).to(norm_weight.dtype)
+        return grad_out, grad_projected, grad_weight, grad_bias, None
+
+
+def sentence_update(sentences: torch.Tensor, projected: torch.Tensor, norm_weight: torch.Tensor,
+                    norm_bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """``sentences + F.pad(F.layer_norm(projected.float(), ...), (0, 0, 1, 0))``: the official
+    layout's words -> sentence update of (B, 1 + N, D) float32 sentences by the (B, N, D)
+    projected words (any of :data:`DTYPES`), the LayerNorm in float32, nothing added to the
+    class token. Differentiable with respect to all four tensors."""
+    return _SentenceUpdate.apply(sentences.contiguous(), projected.contiguous(),
+                                 norm_weight.contiguous(), norm_bias.contiguous(), eps)

@@ -17,8 +17,9 @@ medians and ratios within the run: the machines are noisy, ratios are what compa
 
 Rows: ``tnt_mm TNT-S`` (the ``auto`` backend), ``tnt_mm TNT-S [BACKEND]`` (``reference``,
 ``cpu``, ``triton``, ``auto``; ``[triton, fused]`` adds the opt-in fused words -> sentence norm
-and ``low_precision_words``), each optionally `` with_cp`` or `` compiled``; ``timm TNT-S`` and
-``timm DeiT-S`` (optionally `` compiled``). Every TNT carries timm's TNT-S weights.
+and update and ``low_precision_words``), each optionally `` with_cp`` or `` compiled``;
+``timm TNT-S`` and ``timm DeiT-S`` (optionally `` compiled``). Every TNT carries timm's TNT-S
+weights.
 
 ``cpu`` (the CPU table):
 - forward throughput at 224x224, batch 8 (images/s), also with the reference backend;
@@ -623,8 +624,9 @@ def parser() -> argparse.ArgumentParser:
     gpu.add_argument('--backends', nargs='+',
                      choices=('reference', 'cpu', 'triton', 'triton-fused', 'auto'),
                      help='tnt_mm inner-transformer backends, one row each; triton-fused: with '
-                     'the opt-in fused words -> sentence norm and low_precision_words (default: '
-                     'reference triton on cuda, reference cpu on the CPU)')
+                     'the opt-in fused words -> sentence norm and update and '
+                     'low_precision_words (default: reference triton on cuda, reference cpu on '
+                     'the CPU)')
     gpu.add_argument('--compile', nargs='*', choices=sorted(COMPILABLE), metavar='MODEL',
                      help=f'add rows under torch.compile: the MODELs of {sorted(COMPILABLE)} '
                      '(all without a MODEL). The compile time is printed, not timed')

@@ -7,7 +7,8 @@ the CPU; this runs them where they are meant to run:
    (to 1e-4), float16 and bfloat16 (autocast; at most twice the reference's own error in that
    precision, plus 1e-3), at 13 patches and at 67,200 (batch 16 at 800x1333);
 2. training with stochastic depth: the same draws and gradients; the same with the opt-in
-   fused words -> sentence norm (``TNT_MM_TRITON_FUSED_NORM``), float32 and bf16 autocast;
+   fused words -> sentence norm (``TNT_MM_TRITON_FUSED_NORM``), float32 and bf16 autocast,
+   and its sentence update against PyTorch's;
 3. a few AdamW steps of TNT-S with each backend, from the same weights: the losses agree
    (also with the fused norm and ``low_precision_words``);
 4. TNT-S under torch.compile with the kernels forced (custom ops in the graph) against eager;
@@ -20,6 +21,7 @@ Prints one line per check and exits 1 if any fails. Run it without TRITON_INTERP
     python tools/analysis/check_triton_gpu.py
 """
 import argparse
+import itertools
 import sys
 import time
 
@@ -48,7 +50,8 @@ def main(argv=None) -> int:
 
     from tnt_mm.models import TNT
     from tnt_mm.models.backbones.tnt import TNTBlock
-    from tnt_mm.ops import fused_norm, inner_backend, inner_transformer, select, triton_kernels
+    from tnt_mm.ops import (fused_norm, inner_backend, inner_transformer, patch_update, select,
+                            triton_kernels)
     if triton_kernels.interpreting():
         raise UsageError('TRITON_INTERPRET=1 would run the kernels in the interpreter; unset it')
 
@@ -145,6 +148,28 @@ def main(argv=None) -> int:
                 bound = f'2 x reference {max(ref_errors):.1e} + 1e-3'
             report(f'fused words -> sentence norm, {dtype_name}, {patches} patches', ok,
                    f'largest relative error {max(errors):.1e}; bound {bound}')
+
+    # 2c. the fused path's sentence update (opt-in with the norm)
+    norm = block.norm2_proj
+    with torch.no_grad():  # away from the init's ones and zeros: every term counts
+        norm.weight.normal_(1, 0.3)
+        norm.bias.normal_(0, 0.3)
+    for images, dtype_name in itertools.product((2, 342), ('fp32', 'bf16')):  # 342: 67,032
+        sentences = torch.randn(images, 197, 384, device='cuda', requires_grad=True)
+        projected = torch.randn(images, 196, 384, device='cuda').to(
+            torch.bfloat16 if dtype_name == 'bf16' else torch.float32).requires_grad_()
+        grad = torch.randn_like(sentences)
+        inputs = [sentences, projected, norm.weight, norm.bias]
+        results = {}
+        for backend in ('triton', 'reference'):
+            with inner_backend(backend), fused_norm(backend == 'triton'), torch.autocast(
+                    'cuda', dtype=torch.bfloat16, enabled=dtype_name == 'bf16'):
+                out = patch_update(sentences, projected, norm)
+            results[backend] = [out] + list(torch.autograd.grad(out, inputs, grad))
+        errors = [relative_error(a, b) for a, b in zip(results['triton'], results['reference'])]
+        bound = 1e-5 if dtype_name == 'fp32' else 1e-2  # bf16: one rounding of the gradient
+        report(f'fused sentence update, {dtype_name}, {images * 196} patches',
+               max(errors) < bound, f'largest relative error {max(errors):.1e}; bound {bound}')
 
     # 3. training steps
     losses = {}

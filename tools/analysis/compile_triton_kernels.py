@@ -3,9 +3,9 @@
 What the GPU compiler checks and Triton's interpreter does not (block shapes, dot sizes,
 layouts, shared memory) is checked here: every kernel (forward, backward) of each model width
 in each dtype is compiled for each compute capability, with and without stochastic depth,
-and with the fused words -> sentence norm (with stochastic depth), and its shared memory is
-compared with the target's limit. Prints one line per kernel and exits non-zero if any
-fails.
+and with the fused words -> sentence norm (with stochastic depth; then also the sentence
+update's two kernels at the model's sentence width), and its shared memory is compared with
+the target's limit. Prints one line per kernel and exits non-zero if any fails.
 
     python tools/analysis/compile_triton_kernels.py                     # Ti/S/B, 3 dtypes, sm_80 + sm_90
     python tools/analysis/compile_triton_kernels.py --arch s --dtype bf16 --capability 90
@@ -20,9 +20,30 @@ import time
 from tnt_mm.utils.cli import UsageError, add_debug_arg, run_cli
 
 ARCHS = {'ti': (12, 2), 's': (24, 4), 'b': (40, 4)}  # word width, inner heads
+SENTENCE_WIDTHS = {'ti': 192, 's': 384, 'b': 640}
 DTYPES = ('fp32', 'fp16', 'bf16')
 # shared memory one block may use (KB): A100 and later sm_8x, H100/H200
 SHARED_MEMORY_KB = {80: 163, 86: 99, 89: 99, 90: 227}
+
+
+def compile_one(triton_kernels, launch, capability: int, *columns: str) -> int:
+    """Compile one launch for ``capability`` and print its row; the number of failures."""
+    start = time.perf_counter()
+    row = f'{launch.kernel:<22} ' + ' '.join(
+        f'{c:<{w}}' for c, w in zip(columns, (4, 5, 9, 5))) + f' sm_{capability:<3}'
+    try:
+        compiled = triton_kernels.compile_for_gpu(launch, capability)
+    except Exception as error:  # reported per kernel; the others still compile
+        print(f'{row} FAILED: {type(error).__name__}: {str(error).splitlines()[0]}')
+        return 1
+    shared_kb = compiled.metadata.shared / 1024
+    print(f'{row} {shared_kb:>9.1f} {len(compiled.asm["cubin"]) / 1024:>8.0f} '
+          f'{time.perf_counter() - start:>7.1f}', flush=True)
+    if shared_kb > SHARED_MEMORY_KB[capability]:
+        print(f'  FAILED: {shared_kb:.1f} KB of shared memory, sm_{capability} gives a block '
+              f'{SHARED_MEMORY_KB[capability]} KB')
+        return 1
+    return 0
 
 
 def main(argv=None) -> int:
@@ -57,9 +78,9 @@ def main(argv=None) -> int:
     fused = {'with': [True], 'without': [False], 'both': [False, True]}[args.fused_norm]
     variants = [(d, f) for d, f in itertools.product(drop_paths, fused)
                 if not (args.fused_norm == 'both' and args.drop_path == 'both' and f and not d)]
-    failures = 0
     print(f'{"kernel":<22} {"arch":<4} {"dtype":<5} {"drop path":<9} {"norm":<5} {"target":<6} '
           f'{"shared KB":>9} {"cubin KB":>8} {"seconds":>7}')
+    failures = 0
     for arch, dtype, (drop_path, fuse_norm), capability in itertools.product(
             args.arch, args.dtype, variants, args.capability):
         width, heads = ARCHS[arch]
@@ -75,22 +96,22 @@ def main(argv=None) -> int:
                     triton_kernels.backward_launch(words, words, weights, keep, 1e-5, config,
                                                    norm, words, normed)[0]]
         for launch in launches:
-            start = time.perf_counter()
-            row = (f'{launch.kernel:<22} {arch:<4} {dtype:<5} {"yes" if drop_path else "no":<9} '
-                   f'{"fused" if fuse_norm else "-":<5} sm_{capability:<3}')
-            try:
-                compiled = triton_kernels.compile_for_gpu(launch, capability)
-            except Exception as error:  # reported per kernel; the others still compile
-                failures += 1
-                print(f'{row} FAILED: {type(error).__name__}: {str(error).splitlines()[0]}')
-                continue
-            shared_kb = compiled.metadata.shared / 1024
-            print(f'{row} {shared_kb:>9.1f} {len(compiled.asm["cubin"]) / 1024:>8.0f} '
-                  f'{time.perf_counter() - start:>7.1f}', flush=True)
-            if shared_kb > SHARED_MEMORY_KB[capability]:
-                failures += 1
-                print(f'  FAILED: {shared_kb:.1f} KB of shared memory, sm_{capability} gives a '
-                      f'block {SHARED_MEMORY_KB[capability]} KB')
+            failures += compile_one(triton_kernels, launch, capability, arch, dtype,
+                                    'yes' if drop_path else 'no', 'fused' if fuse_norm else '-')
+    if True in fused:  # the sentence update of the fused path; projected words in `dtype`
+        for arch, dtype, capability in itertools.product(args.arch, args.dtype, args.capability):
+            width = SENTENCE_WIDTHS[arch]
+            sentences = torch.empty(2, 197, width)
+            projected = torch.empty(2, 196, width, dtype=dtypes[dtype])
+            norm_weight, norm_bias = torch.ones(width), torch.zeros(width)
+            launches = [
+                triton_kernels.update_forward_launch(sentences, projected, norm_weight,
+                                                     norm_bias, 1e-5)[0],
+                triton_kernels.update_backward_launch(sentences, projected, norm_weight,
+                                                      1e-5)[0]]
+            for launch in launches:
+                failures += compile_one(triton_kernels, launch, capability, arch, dtype, '-',
+                                        'fused')
     if failures:
         print(f'{failures} kernel(s) failed', file=sys.stderr)
         return 1

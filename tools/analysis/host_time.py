@@ -135,7 +135,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--backends', nargs='+', choices=BACKENDS, default=['triton'],
                         help='tnt_mm inner-transformer backends, one row each (triton-fused: '
-                        'the opt-in fused norm and low_precision_words). Defaults to triton')
+                        'the opt-in fused norm and update and low_precision_words). Defaults '
+                        'to triton')
     parser.add_argument('--amp', choices=sorted(AMP), default='bf16',
                         help='CPU autocast dtype. Defaults to bf16')
     parser.add_argument('--rounds', type=int, default=25)

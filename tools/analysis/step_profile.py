@@ -970,7 +970,7 @@ def default_sizes(bench) -> dict:
 
 def row_names(backends: Sequence[str]) -> List[str]:
     bench = load_benchmark()
-    # 'triton-fused': the kernels' words -> sentence norm and low-precision words (opt-in)
+    # 'triton-fused': the kernels' words -> sentence norm and update, low-precision words (opt-in)
     return [f'{bench.OURS} [{b.replace("-fused", ", fused")}]' for b in backends] + [DEIT]
 
 
@@ -1092,8 +1092,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser.add_argument('--backends', nargs='+',
                         choices=('reference', 'triton', 'triton-fused', 'auto'),
                         help='tnt_mm inner-transformer backends, one row each; triton-fused: '
-                        'with the opt-in fused words -> sentence norm and low_precision_words '
-                        '(default: reference triton with --device cuda, reference with '
+                        'with the opt-in fused words -> sentence norm and update and '
+                        'low_precision_words (default: reference triton with --device cuda, '
+                        'reference with '
                         '--device cpu)')
     parser.add_argument('--amp', choices=sorted(AMP), default='bf16',
                         help='autocast dtype, as the GPU benchmark\'s --amp (fp16 with a '

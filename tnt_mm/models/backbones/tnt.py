@@ -25,7 +25,7 @@ from mmengine.model import BaseModule
 from torch.utils.checkpoint import checkpoint
 from torchvision.ops import StochasticDepth
 
-from tnt_mm.ops import InnerTransformerParams, inner_transformer
+from tnt_mm.ops import InnerTransformerParams, inner_transformer, patch_update
 from tnt_mm.ops.amp import autocast_dtype
 from tnt_mm.registry import MODELS
 from ..layers import Attention, LayerNorm, Mlp, init_transformer_weights, resample_pos_embed
@@ -188,14 +188,21 @@ class TNTBlock(nn.Module):
             fc1['bias'], fc2['weight'], fc2['bias'], attn.num_heads, norm1.eps,
             attn.attn_drop_rate, attn_modules['proj_drop'].p, self.drop_path_rate)
 
-    def words_to_sentences(self, words: torch.Tensor, batch: int,
+    def words_to_sentences(self, words: torch.Tensor, sentences: torch.Tensor,
                            normed: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(B*N, m, c) words -> (B, N, d) contribution to the sentence tokens. The official
-        layout starts from ``normed``, the words' first norm (B*N, m*c), which the inner
-        transformer computes with them (``patch_norm``)."""
+        """The sentences (B, 1 + N, d) with the (B*N, m, c) words added to their patch tokens
+        (the class token gets none). The official layout starts from ``normed``, the words'
+        first norm (B*N, m*c), which the inner transformer computes with them
+        (``patch_norm``), and ends with a norm that :func:`tnt_mm.ops.patch_update` applies
+        with the sum."""
+        batch = sentences.shape[0]
         if self.legacy:
-            return self.proj(self.norm1_proj(words).reshape(batch, -1, self.proj.in_features))
-        return self.norm2_proj(self.proj(normed.reshape(batch, -1, self.proj.in_features)))
+            update = self.proj(self.norm1_proj(words).reshape(batch, -1, self.proj.in_features))
+            # out of place (in-place updates break autograd and checkpointing); padding rather
+            # than concatenating the slices, whose backward zero-fills two full-size gradients
+            return sentences + F.pad(update, (0, 0, 1, 0))
+        projected = self.proj(normed.reshape(batch, -1, self.proj.in_features))
+        return patch_update(sentences, projected, self.norm2_proj)
 
     def forward(self, words: torch.Tensor, sentences: torch.Tensor,
                 recompute_inner: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -216,11 +223,7 @@ class TNTBlock(nn.Module):
                 words, normed = inner_transformer(words, self.inner_params(), self.training,
                                                   recompute=recompute_inner,
                                                   patch_norm=self.norm1_proj)
-            update = self.words_to_sentences(words, sentences.shape[0], normed)
-            # The class token gets no word update: a zero row before the update. Out of place
-            # (in-place updates break autograd and checkpointing); padding rather than
-            # concatenating the slices, whose backward zero-fills two full-size gradients.
-            sentences = sentences + F.pad(update, (0, 0, 1, 0))
+            sentences = self.words_to_sentences(words, sentences, normed)
         sentences = sentences + self.drop_path(self.attn_out(self.norm_out(sentences)))
         mlp_out = self.mlp(self.norm_mlp(sentences))
         if self.se is not None:
