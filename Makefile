@@ -7,7 +7,7 @@ THREADS ?= 2
 # extra arguments for tools/train.py in the demos, e.g. `make demo TRAIN_ARGS=--amp` on a GPU
 TRAIN_ARGS ?=
 # pytest processes (pytest-xdist): the suite spends much of its time starting tools as processes,
-# whose imports use one core, so two workers fill the two cores (15.5 instead of 21 minutes on
+# whose imports use one core, so two workers fill the two cores (15.5-18.5 instead of 21 min on
 # the reference machine). At most 4 by default: each worker holds full-size models.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 RUN    := OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(VENV_PYTHON)
