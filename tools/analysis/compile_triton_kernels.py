@@ -17,10 +17,10 @@ import os
 import sys
 import time
 
+from tnt_mm.models.backbones.tnt_arch import ARCH_ZOO
 from tnt_mm.utils.cli import UsageError, add_debug_arg, run_cli
 
-ARCHS = {'ti': (12, 2), 's': (24, 4), 'b': (40, 4)}  # word width, inner heads
-SENTENCE_WIDTHS = {'ti': 192, 's': 384, 'b': 640}
+ARCHS = ('ti', 's', 'b')
 DTYPES = ('fp32', 'fp16', 'bf16')
 # shared memory one block may use (KB): A100 and later sm_8x, H100/H200
 SHARED_MEMORY_KB = {80: 163, 86: 99, 89: 99, 90: 227}
@@ -48,7 +48,7 @@ def compile_one(triton_kernels, launch, capability: int, *columns: str) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--arch', nargs='+', choices=sorted(ARCHS), default=list(ARCHS))
+    parser.add_argument('--arch', nargs='+', choices=ARCHS, default=list(ARCHS))
     parser.add_argument('--dtype', nargs='+', choices=DTYPES, default=list(DTYPES))
     parser.add_argument('--capability', nargs='+', type=int, default=[80, 90],
                         help=f'compute capabilities, of {sorted(SHARED_MEMORY_KB)} (default: '
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     failures = 0
     for arch, dtype, (drop_path, fuse_norm), capability in itertools.product(
             args.arch, args.dtype, variants, args.capability):
-        width, heads = ARCHS[arch]
+        width, heads = ARCH_ZOO[arch]['inner_dim'], ARCH_ZOO[arch]['inner_heads']
         params = TNTBlock(width, 16 * width, 16, heads, 4).inner_params()
         words = torch.empty(21, 16, width, dtype=dtypes[dtype])
         weights = triton_kernels._weights(params)
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
                                     'yes' if drop_path else 'no', 'fused' if fuse_norm else '-')
     if True in fused:  # the sentence update of the fused path; projected words in `dtype`
         for arch, dtype, capability in itertools.product(args.arch, args.dtype, args.capability):
-            width = SENTENCE_WIDTHS[arch]
+            width = ARCH_ZOO[arch]['outer_dim']
             sentences = torch.empty(2, 197, width)
             projected = torch.empty(2, 196, width, dtype=dtypes[dtype])
             norm_weight, norm_bias = torch.ones(width), torch.zeros(width)

@@ -198,9 +198,7 @@ class TNTBlock(nn.Module):
         batch = sentences.shape[0]
         if self.legacy:
             update = self.proj(self.norm1_proj(words).reshape(batch, -1, self.proj.in_features))
-            # out of place (in-place updates break autograd and checkpointing); padding rather
-            # than concatenating the slices, whose backward zero-fills two full-size gradients
-            return sentences + F.pad(update, (0, 0, 1, 0))
+            return sentences + F.pad(update, (0, 0, 1, 0))  # as patch_update adds, see there
         projected = self.proj(normed.reshape(batch, -1, self.proj.in_features))
         return patch_update(sentences, projected, self.norm2_proj)
 
