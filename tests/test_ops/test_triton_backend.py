@@ -371,6 +371,39 @@ def test_compiled_graphs_call_the_kernels_as_custom_ops_when_asked(monkeypatch):
         torch.export.export(Inner(), (words.detach(),))
 
 
+@pytest.mark.slow
+def test_a_compiled_training_step_runs_the_kernels_and_trains_as_eager(interpreter, monkeypatch):
+    """check_triton_gpu.py's training steps (its check 6), on the CPU: a whole TNT training
+    step under torch.compile (forward and backward graphs, the kernels as custom ops in both)
+    launches the kernels every step and gives eager's losses, AdamW steps included; the graph
+    replays refuse CPU tensors."""
+    tool = load_tool('tools/analysis/check_triton_gpu.py')
+    launches = []
+    launch = triton_kernels._launch
+    monkeypatch.setattr(triton_kernels, '_launch',
+                        lambda one: (launches.append(one.kernel), launch(one))[1])
+    arch = dict(inner_dim=12, inner_heads=2, outer_dim=48, outer_heads=2, depth=1)
+    x = torch.randn(2, 3, 32, 48)
+    runs = {}
+    for mode in ('eager', 'compiled'):
+        torch.manual_seed(0)
+        model = TNT(arch, out_type='cls_token').train()
+        launches.clear()
+        torch._dynamo.reset()
+        runs[mode] = tool.training_run(model, x, mode, steps=2, warmup=1)
+        assert launches == ['inner_transformer_fwd', 'inner_transformer_bwd'] * 3, (mode, launches)
+        assert runs[mode]['ms'] > 0
+    assert len(runs['compiled']['losses']) == 3
+    assert runs['compiled']['losses'][-1] < runs['compiled']['losses'][0]  # it trains
+    for step, got, expected in named(['step 1', 'step 2', 'step 3'],
+                                     runs['compiled']['losses'], runs['eager']['losses']):
+        assert abs(got - expected) <= 1e-5 * abs(expected), (step, got, expected)
+    for mode in ('reduce-overhead', 'cuda-graph'):
+        with pytest.raises(ValueError, match=f'mode {mode!r} replays CUDA graphs; the input '
+                                             f'is on cpu'):
+            tool.training_run(model, x, mode, steps=1)
+
+
 def test_double_backward_raises(interpreter):
     params = random_block(24, 4).inner_params()
     words = torch.randn(3, 16, 24, requires_grad=True)

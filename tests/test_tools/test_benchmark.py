@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -150,6 +151,30 @@ def test_gpu_suite_runs_only_the_phases_and_compiled_models_asked_for(tmp_path):
     assert set(rows) == {'tnt_mm TNT-S [reference]', 'timm TNT-S', 'timm DeiT-S'}
     assert all(set(figures) == {'infer img/s @224'} for figures in rows.values())
     assert 'training at 224' not in result.stdout
+
+
+def test_compiled_rows_take_the_compile_mode_and_graph_replays_mark_each_step(monkeypatch):
+    """``gpu --compile-mode reduce-overhead``: the compiled rows are built with that mode, and
+    each call starts a new CUDA-graph step (else a replay may overwrite outputs still in
+    use); rows that are not compiled ignore it."""
+    benchmark = load_benchmark()
+    compiled, steps = [], []
+    monkeypatch.setattr(benchmark.torch, 'compile',
+                        lambda fn, **kwargs: compiled.append(kwargs) or fn)
+    monkeypatch.setattr(benchmark.torch.compiler, 'cudagraph_mark_step_begin',
+                        lambda: steps.append(len(compiled)))
+    x = torch.randn(1, 3, 32, 32)
+    forward = benchmark.build('timm DeiT-S compiled', (32, 32), 'cpu', 'features',
+                              'reduce-overhead')
+    assert compiled == [dict(dynamic=False, mode='reduce-overhead')]
+    assert forward(x).shape == (1, 5, 384) and forward(x).shape == (1, 5, 384)
+    assert steps == [1, 1]
+    benchmark.build('timm DeiT-S compiled', (32, 32), 'cpu', 'features')(x)
+    benchmark.build('timm DeiT-S', (32, 32), 'cpu', 'features', 'reduce-overhead')(x)
+    assert compiled[1:] == [dict(dynamic=False, mode=None)] and steps == [1, 1]
+    args = benchmark.parser().parse_args(['gpu', '--compile', 'deit', '--compile-mode',
+                                          'reduce-overhead'])
+    assert args.compile_mode == 'reduce-overhead'
 
 
 def test_sub_commands_and_the_default_one(monkeypatch):

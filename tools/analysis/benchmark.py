@@ -97,14 +97,16 @@ def parse_row(name: str) -> dict:
 OUTPUTS = ('cls', 'features', 'pyramid')
 
 
-def build(name: str, img_size, device: str, output: Optional[str] = None) -> Callable:
+def build(name: str, img_size, device: str, output: Optional[str] = None,
+          compile_mode: Optional[str] = None) -> Callable:
     """``forward(x)`` of the row ``name`` at ``img_size``, its model as ``forward.module``.
 
     ``output``: ``'cls'`` the class token (tnt_mm's normalised, as its classifier has it),
     ``'features'`` the last block's tokens, ``'pyramid'`` the four FPN levels of tnt_mm and of
     DeiT-S (the same rescaler on its blocks 3/6/9/12; timm's TNT-S, which has none, its
     features); by default the class token at 224, else the features. Every TNT carries the
-    weights of one seeded timm TNT-S."""
+    weights of one seeded timm TNT-S. ``compile_mode``: ``torch.compile``'s ``mode`` for a
+    compiled row (``'reduce-overhead'``: replayed CUDA graphs, each call a new step)."""
     import timm
 
     from tnt_mm.models import TNT
@@ -153,8 +155,15 @@ def build(name: str, img_size, device: str, output: Optional[str] = None) -> Cal
             return model.pyramid(model.forward_intermediates(
                 x, indices=[2, 5, 8, 11], output_fmt='NCHW', intermediates_only=True))
     model = model.to(device)
-    # dynamic=False: one static graph per input size, as each size is timed on its own
-    forward = torch.compile(run, dynamic=False) if row['compiled'] else run
+    forward = run
+    if row['compiled']:
+        # dynamic=False: one static graph per input size, as each size is timed on its own
+        compiled = torch.compile(run, dynamic=False, mode=compile_mode)
+
+        def replayed(x):  # a new step: the graphs may reuse the last replay's outputs
+            torch.compiler.cudagraph_mark_step_begin()
+            return compiled(x)
+        forward = replayed if compile_mode == 'reduce-overhead' else compiled
     forward.module = model
     return forward
 
@@ -473,7 +482,8 @@ def gpu_main(args) -> None:
 
     phases = args.phases or PHASES
     if 'train' in phases or 'infer' in phases:
-        models = {name: build(name, cls_size, device, 'cls') for name in rows}
+        models = {name: build(name, cls_size, device, 'cls', args.compile_mode)
+                  for name in rows}
     if 'train' in phases:
         measure(train_jobs(models, cls_size, train_batch, optimize=True),
                 f'training at {at}, batch {train_batch}', f'train img/s @{at}',
@@ -489,8 +499,8 @@ def gpu_main(args) -> None:
     models = jobs = x = None
     if 'det' in phases:
         label = f'{det_size[0]}x{det_size[1]}'
-        jobs = train_jobs({name: build(name, det_size, device, 'pyramid') for name in rows},
-                          det_size, det_batch, optimize=False)
+        jobs = train_jobs({name: build(name, det_size, device, 'pyramid', args.compile_mode)
+                           for name in rows}, det_size, det_batch, optimize=False)
         measure(jobs, f'forward+backward at {label}, batch {det_batch}', f'fwd+bwd s @{label}',
                 lambda seconds: seconds / args.iters)
         if device == 'cuda':  # above what is held before it (every model's weights)
@@ -501,7 +511,7 @@ def gpu_main(args) -> None:
     print(f'\n{gpu}, amp {args.amp or "off"}\n')
     print_table(results, list(results[rows[0]]), '.3g')
     print_ratios(results, [r for r in rows if r.startswith(OURS)],
-                 ('timm DeiT-S', 'timm TNT-S compiled', 'timm TNT-S'))
+                 ('timm DeiT-S', 'timm DeiT-S compiled', 'timm TNT-S compiled', 'timm TNT-S'))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(device=gpu, amp=args.amp, results=results), f, indent=1)
@@ -630,6 +640,10 @@ def parser() -> argparse.ArgumentParser:
     gpu.add_argument('--compile', nargs='*', choices=sorted(COMPILABLE), metavar='MODEL',
                      help=f'add rows under torch.compile: the MODELs of {sorted(COMPILABLE)} '
                      '(all without a MODEL). The compile time is printed, not timed')
+    gpu.add_argument('--compile-mode', choices=('reduce-overhead', 'max-autotune',
+                                                'max-autotune-no-cudagraphs'),
+                     help='torch.compile\'s mode for the compiled rows (reduce-overhead: '
+                     'Inductor replays each step as CUDA graphs). Defaults to its default')
     gpu.add_argument('--iters', type=int, default=5, help='steps per timed job. Defaults to 5')
     gpu.add_argument('--cls-size', type=int, nargs=2, default=(224, 224), metavar=('H', 'W'),
                      help='the size of the training and inference phases (class token). '

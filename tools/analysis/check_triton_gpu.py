@@ -11,19 +11,30 @@ the CPU; this runs them where they are meant to run:
    and its sentence update against PyTorch's;
 3. a few AdamW steps of TNT-S with each backend, from the same weights: the losses agree
    (also with the fused norm and ``low_precision_words``);
-4. TNT-S under torch.compile with the kernels forced (custom ops in the graph) against eager;
-5. the inner transformer's time, forward+backward, at 67,200 patches;
+4. the inner transformer's time, forward+backward, at 67,200 patches;
 
-and that ``auto`` picks the Triton kernels for CUDA tensors.
+and that ``auto`` picks the Triton kernels for CUDA tensors (``--checks kernels``). Then the
+kernels in graphs (``--checks graphs``), what ``auto`` waits on before it takes them there:
+
+5. TNT-S inference under torch.compile with the kernels forced (custom ops in the graph)
+   against eager;
+6. AdamW training steps of TNT-S (224, bf16 autocast) with the kernels, run four ways from the
+   same weights: eager, compiled (``torch.compile``: the kernels as custom ops, the backward
+   compiled too), compiled with ``mode='reduce-overhead'`` (Inductor replays CUDA graphs) and
+   the whole eager step (forward, backward, a capturable AdamW) captured in one CUDA graph and
+   replayed; the fused words -> sentence path eager and captured. The losses must agree with
+   eager's; the time per step of each is printed, and the figures as a JSON line at the end.
 
 Prints one line per check and exits 1 if any fails. Run it without TRITON_INTERPRET.
 
-    python tools/analysis/check_triton_gpu.py
+    python tools/analysis/check_triton_gpu.py [--checks kernels graphs]
 """
 import argparse
 import itertools
+import json
 import sys
 import time
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -31,43 +42,26 @@ from tnt_mm.utils.cli import UsageError, add_debug_arg, run_cli
 
 WIDTHS = {'ti': (12, 2), 's': (24, 4), 'b': (40, 4)}
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+CHECKS = ('kernels', 'graphs')
+# how a training step runs: eager, torch.compile (default and CUDA-graph mode), one CUDA graph
+STEP_MODES = ('eager', 'compiled', 'reduce-overhead', 'cuda-graph')
 
 
 def relative_error(a, b) -> float:
     return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--large', type=int, default=67200,
-                        help='patches of the large case and of the timing. Defaults to 67200')
-    parser.add_argument('--steps', type=int, default=5, help='training steps. Defaults to 5')
-    add_debug_arg(parser)
-    args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        raise UsageError('no CUDA GPU: this checks the Triton kernels on one (the interpreter '
-                         'tests check them without)')
-
+def check_kernels(args, report: Callable[[str, bool, str], None]) -> None:
+    """Checks 1-4: the kernels against the reference, eager."""
     from tnt_mm.models import TNT
     from tnt_mm.models.backbones.tnt import TNTBlock
-    from tnt_mm.ops import (fused_norm, inner_backend, inner_transformer, patch_update, select,
-                            triton_kernels)
-    if triton_kernels.interpreting():
-        raise UsageError('TRITON_INTERPRET=1 would run the kernels in the interpreter; unset it')
-
-    failures = []
-
-    def report(name: str, ok: bool, detail: str) -> None:
-        print(f'{"ok  " if ok else "FAIL"} {name}: {detail}', flush=True)
-        if not ok:
-            failures.append(name)
+    from tnt_mm.ops import fused_norm, inner_backend, inner_transformer, patch_update, select
 
     def run(params, words, grad_out, training=False):
         inputs = [words] + [t for t in params if isinstance(t, torch.Tensor)]
         out = inner_transformer(words, params, training)
         return [out.detach(), *torch.autograd.grad(out, inputs, grad_out)]
 
-    print(f'{torch.cuda.get_device_name()}, torch {torch.__version__}')
     block = TNTBlock(24, 384, 16, 4, 6).cuda()
     chosen = select(torch.randn(4, 16, 24, device='cuda'), block.inner_params(), False)
     report('auto picks the Triton kernels for CUDA tensors', chosen == 'triton',
@@ -195,18 +189,7 @@ def main(argv=None) -> int:
                f'{[round(v, 4) for v in losses["reference"]]}; largest relative difference '
                f'{diff:.1e}')
 
-    # 4. torch.compile: the kernels as custom ops inside the graph
-    torch.manual_seed(0)
-    model = TNT('small', out_type='cls_token').cuda().eval()
-    x = torch.randn(8, 3, 224, 224, device='cuda')
-    with torch.no_grad(), inner_backend('triton'), torch.autocast('cuda', dtype=torch.bfloat16):
-        eager = model(x)[-1].float()
-        compiled = torch.compile(model)(x)[-1].float()
-    error = relative_error(compiled, eager)
-    report('TNT-S under torch.compile with the kernels as custom ops, bf16', error < 2e-2,
-           f'relative difference to eager {error:.1e}')
-
-    # 5. time of the inner transformer alone
+    # 4. time of the inner transformer alone
     block = TNTBlock(24, 384, 16, 4, 6).cuda()
     params = block.inner_params()
     for dtype_name in ('fp32', 'bf16'):
@@ -229,6 +212,148 @@ def main(argv=None) -> int:
         print(f'time TNT-S inner transformer, {args.large} patches, {dtype_name}, fwd+bwd: '
               f'triton {times["triton"]:.2f} ms, reference {times["reference"]:.2f} ms '
               f'({times["reference"] / times["triton"]:.2f}x)')
+
+
+def training_run(model: torch.nn.Module, x: torch.Tensor, mode: str, steps: int,
+                 warmup: int = 3, amp: Optional[torch.dtype] = None) -> Dict:
+    """``warmup + steps`` AdamW steps of ``model`` on ``x`` (the loss: the class token's mean
+    square), each step run as ``mode`` says (:data:`STEP_MODES`): the loss of every step, and
+    the milliseconds per step of the last ``steps``, after the warm-up that compiles or
+    captures. 'cuda-graph' warms up on a side stream, captures the whole step (forward,
+    backward and a capturable AdamW) in one CUDA graph and replays it."""
+    if mode not in STEP_MODES:
+        raise ValueError(f'mode={mode!r}: one of {STEP_MODES}')
+    device = x.device.type
+    if mode in ('reduce-overhead', 'cuda-graph') and device != 'cuda':
+        raise ValueError(f'mode {mode!r} replays CUDA graphs; the input is on {x.device}')
+    if mode == 'cuda-graph' and warmup < 1:
+        raise ValueError('a captured step needs a warm-up step first (the gradients and the '
+                         'optimizer state must exist before the capture)')
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, capturable=mode == 'cuda-graph')
+    forward = model
+    if mode in ('compiled', 'reduce-overhead'):
+        forward = torch.compile(model, mode=None if mode == 'compiled' else mode)
+
+    def step() -> torch.Tensor:
+        if mode == 'reduce-overhead':  # a new iteration: the last replay's outputs are spent
+            torch.compiler.cudagraph_mark_step_begin()
+        # a captured step needs its gradients in place; elsewhere none are kept, which
+        # Inductor's graph replays want (a kept gradient could live in their memory pool)
+        optimizer.zero_grad(set_to_none=mode != 'cuda-graph')
+        with torch.autocast(device, dtype=amp, enabled=amp is not None):
+            loss = forward(x)[-1].float().square().mean()
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    losses: List[torch.Tensor] = []
+    timed_step = step
+    if mode == 'cuda-graph':
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            losses += [step() for _ in range(warmup)]
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured = step()
+
+        def replay() -> torch.Tensor:
+            graph.replay()
+            return captured.clone()
+        timed_step = replay
+    else:
+        losses += [step() for _ in range(warmup)]
+    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    losses += [timed_step() for _ in range(steps)]
+    sync()
+    return dict(losses=[loss.item() for loss in losses],
+                ms=(time.perf_counter() - start) / steps * 1e3)
+
+
+def check_graphs(args, report: Callable[[str, bool, str], None]) -> None:
+    """Checks 5 and 6: the kernels in compiled and captured graphs."""
+    from tnt_mm.models import TNT
+    from tnt_mm.ops import fused_norm, inner_backend
+
+    # 5. torch.compile: the kernels as custom ops inside the graph
+    torch.manual_seed(0)
+    model = TNT('small', out_type='cls_token').cuda().eval()
+    x = torch.randn(8, 3, 224, 224, device='cuda')
+    with torch.no_grad(), inner_backend('triton'), torch.autocast('cuda', dtype=torch.bfloat16):
+        eager = model(x)[-1].float()
+        compiled = torch.compile(model)(x)[-1].float()
+    error = relative_error(compiled, eager)
+    report('TNT-S under torch.compile with the kernels as custom ops, bf16', error < 2e-2,
+           f'relative difference to eager {error:.1e}')
+
+    # 6. training steps with the kernels: eager, compiled, graph-replayed. Without stochastic
+    # depth, whose draws come from other random streams in compiled graphs.
+    x = torch.randn(args.graph_batch, 3, 224, 224, device='cuda')
+    runs: Dict[str, Dict] = {}
+    for mode, fused in [(mode, False) for mode in STEP_MODES] + [('eager', True),
+                                                                 ('cuda-graph', True)]:
+        name = f'{mode}, fused' if fused else mode
+        torch.manual_seed(0)
+        model = TNT('small', out_type='cls_token', low_precision_words=fused).cuda().train()
+        try:
+            with inner_backend('triton'), fused_norm(fused):
+                runs[name] = training_run(model, x, mode, args.steps, amp=torch.bfloat16)
+        except Exception as exc:  # a mode that cannot run is a finding: report it, go on
+            report(f'TNT-S training steps, {name}', False,
+                   f'{type(exc).__name__}: {str(exc)[:300]}')
+        del model
+        torch.cuda.empty_cache()
+    eager = runs.get('eager')
+    for name, run in runs.items():
+        if name == 'eager' or eager is None:
+            continue
+        diff = max(abs(a - b) / abs(b) for a, b in zip(run['losses'], eager['losses']))
+        report(f'TNT-S training steps with the kernels, {name}, against eager', diff < 2e-2,
+               f'losses {[round(v, 4) for v in run["losses"]]}; largest relative difference '
+               f'{diff:.1e}')
+    if runs:
+        print(f'time TNT-S training step with the kernels, 224, batch {args.graph_batch}, '
+              f'bf16: ' + ', '.join(f'{name} {run["ms"]:.2f} ms' for name, run in runs.items())
+              + (f' (eager / graph-replayed: {eager["ms"] / runs["cuda-graph"]["ms"]:.2f}x)'
+                 if eager and 'cuda-graph' in runs else ''))
+    print(json.dumps({'training_steps': runs, 'batch': args.graph_batch}))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--checks', nargs='+', choices=CHECKS, default=list(CHECKS),
+                        help='kernels: the kernels against the reference (1-4); graphs: the '
+                        'kernels in compiled and captured graphs (5, 6). Defaults to both')
+    parser.add_argument('--large', type=int, default=67200,
+                        help='patches of the large case and of the timing. Defaults to 67200')
+    parser.add_argument('--steps', type=int, default=5, help='training steps. Defaults to 5')
+    parser.add_argument('--graph-batch', type=int, default=128,
+                        help='batch of the training steps of check 6 (the GPU benchmark\'s). '
+                        'Defaults to 128')
+    add_debug_arg(parser)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise UsageError('no CUDA GPU: this checks the Triton kernels on one (the interpreter '
+                         'tests check them without)')
+    from tnt_mm.ops import triton_kernels
+    if triton_kernels.interpreting():
+        raise UsageError('TRITON_INTERPRET=1 would run the kernels in the interpreter; unset it')
+
+    failures = []
+
+    def report(name: str, ok: bool, detail: str) -> None:
+        print(f'{"ok  " if ok else "FAIL"} {name}: {detail}', flush=True)
+        if not ok:
+            failures.append(name)
+
+    print(f'{torch.cuda.get_device_name()}, torch {torch.__version__}')
+    if 'kernels' in args.checks:
+        check_kernels(args, report)
+    if 'graphs' in args.checks:
+        check_graphs(args, report)
     if failures:
         print(f'{len(failures)} check(s) failed: {", ".join(failures)}', file=sys.stderr)
         return 1

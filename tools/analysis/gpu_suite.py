@@ -86,17 +86,35 @@ STEPS = [
     Step('install_cpu', f'{INSTALL_CPU} bash tools/install.sh', 300, 120,
          parse=floats({'mmcv_build_s': r'mmcv build took (\d+) s'}),
          what='the environment over the machine\'s torch, mmcv with CPU ops, from .whl alone'),
-    Step('detection_ops', f'{VENV_PY} tools/analysis/gpu_suite.py --child detection_ops cuda', 60, 20,
-         parse=json_lines, env={'TNT_MM_DETECTION_OPS': 'auto'},
+    Step('detection_ops', f'{VENV_PY} tools/analysis/gpu_suite.py --child detection_ops cuda',
+         60, 20, parse=json_lines, env={'TNT_MM_DETECTION_OPS': 'auto'},
          what='nms and RoIAlign on cuda:0 through tnt_mm.detection_ops against mmcv on the CPU'),
-    # the kernels' check first among the measurements: what `auto` may use by default
-    # (the fused words -> sentence norm, compiled graphs) waits on it
-    Step('triton_check', f'{VENV_PY} tools/analysis/check_triton_gpu.py', 120, 60,
-         parse=floats({'inner_fwd_bwd_ms': r'fwd\+bwd: ([\d.]+) ms'}),
-         what='the fused Triton inner transformer against the reference'),
+    # the kernels' check first among the measurements: what `auto` may use by default (the
+    # fused words -> sentence norm and update, the tuned backward) waits on it
+    Step('triton_check', f'{VENV_PY} tools/analysis/check_triton_gpu.py --checks kernels', 120,
+         60, parse=floats({'inner_fwd_bwd_ms_fp32': r'fp32, fwd\+bwd: triton ([\d.]+) ms',
+                           'inner_fwd_bwd_ms_bf16': r'bf16, fwd\+bwd: triton ([\d.]+) ms'}),
+         what='the Triton kernels against the reference, eager: every width and dtype, the '
+              'opt-in fused words -> sentence norm and update, AdamW steps'),
     Step('demo_det', f'{INSTALL_CPU} make demo THREADS=8 TRAIN_ARGS=--amp', 240, 90, parse=COCO,
          env={'TNT_MM_DETECTION_OPS': 'auto'},
          what='the main job: make demo on the GPU with AMP, on torchvision\'s kernels'),
+    Step('trace', f'{VENV_PY} tools/analysis/gpu_trace.py --amp bf16', 150, 60,
+         parse=json_lines,
+         what='torch.profiler of one TNT-S and DeiT-S step at 224 b128 and 800x1344 b2: host '
+              'against device time, top kernels; the 800x1344 step replayed as a CUDA graph'),
+    Step('benchmark', f'{VENV_PY} tools/analysis/benchmark.py gpu --device cuda --amp bf16 '
+         f'--backends reference triton triton-fused --rounds 3', 180, 90,
+         what='TNT-S against timm TNT-S and DeiT-S: training, inference, 800x1344'),
+    # what `auto` waits on before it takes the kernels into compiled and captured graphs
+    Step('graphs', f'{VENV_PY} tools/analysis/check_triton_gpu.py --checks graphs', 240, 120,
+         parse=json_lines,
+         what='TNT-S with the kernels under torch.compile (default and reduce-overhead) and '
+              'captured in one CUDA graph: losses against eager, time per training step'),
+    Step('benchmark_compiled', f'{VENV_PY} tools/analysis/benchmark.py gpu --device cuda '
+         f'--amp bf16 --phases train det --backends triton --compile tnt_mm deit --rounds 3',
+         240, 150, what='the same against compiled DeiT-S, with TNT-S compiled (the kernels '
+                        'as custom ops)'),
     Step('detector_step', f'{VENV_PY} tools/analysis/detector_step.py --amp bf16', 150, 60,
          parse=json_lines,
          what='Faster R-CNN + FPN, 800x1333 batch 2, bf16: TNT-S, ResNet-50, DeiT-S'),
@@ -111,19 +129,13 @@ STEPS = [
          f'configs/demo/seg_shapes_upernet.py --amp --work-dir work_dirs/gpu_seg --cfg-options '
          f'train_cfg.max_iters=300 train_cfg.val_interval=300 {FAST_LOADERS}', 120, 60,
          parse=MIOU, what='UperNet demo, 300 iterations'),
-    Step('trace', f'{VENV_PY} tools/analysis/gpu_trace.py --amp bf16', 150, 60,
-         parse=json_lines,
-         what='torch.profiler of one TNT-S and DeiT-S step at 224 b128 and 800x1344 b2: host '
-              'against device time, top kernels; the 800x1344 step replayed as a CUDA graph'),
-    Step('benchmark', f'{VENV_PY} tools/analysis/benchmark.py gpu --device cuda --amp bf16 '
-         f'--backends reference triton triton-fused --rounds 3', 180, 90,
-         what='TNT-S against timm TNT-S and DeiT-S: training, inference, 800x1344'),
     Step('install_cuda', f'{INSTALL} TNT_MM_MMCV_OPS=cuda TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 '
          f'bash tools/install.sh', 420, 240,
          parse=floats({'mmcv_build_s': r'mmcv build took (\d+) s'}),
          what='mmcv with CUDA ops for sm_90 (timed), then nms/RoIAlign on cuda:0 against the CPU'),
-    Step('demo_det_mmcv_cuda', f'make det-data && {TRAIN} configs/demo/det_shapes.py --amp --work-dir '
-         f'work_dirs/gpu_det_mmcv --cfg-options train_cfg.max_epochs=1 train_cfg.val_interval=1 '
+    Step('demo_det_mmcv_cuda', f'make det-data && {TRAIN} configs/demo/det_shapes.py --amp '
+         f'--work-dir work_dirs/gpu_det_mmcv --cfg-options train_cfg.max_epochs=1 '
+         f'train_cfg.val_interval=1 '
          f'{FAST_LOADERS}', 120, 60, parse=COCO, env={'TNT_MM_DETECTION_OPS': 'mmcv'},
          what='the detection demo for one epoch on mmcv\'s own CUDA kernels'),
 ]
