@@ -19,7 +19,7 @@ from helpers import load_tool
 from tnt_mm.models.backbones.tnt import TNT, TNTBlock
 from tnt_mm.models.layers import LayerNorm
 from tnt_mm.ops import (BackendUnavailableError, fused_norm, inner_backend, inner_transformer,
-                        patch_update, select)
+                        launch_settings, patch_update, select)
 from tnt_mm.ops import triton_kernels
 from tnt_mm.utils.cli import UsageError
 
@@ -125,6 +125,54 @@ def test_half_precision_is_as_accurate_as_the_reference(dtype, mode, interpreter
                                [exact[0], *exact[1]]):
         assert g.dtype == r.dtype and torch.isfinite(g).all(), name
         assert relative_error(g, e) <= 2 * relative_error(r, e) + 1e-3, name
+
+
+def test_tuned_launch_settings_compute_the_same(interpreter, monkeypatch):
+    """``TNT_MM_TRITON_LAUNCH=tuned`` (or ``launch_settings('tuned')``): in 16-bit dtypes at
+    TNT-S's width the forward takes 4 patches a program and the backward 8, with the default's
+    results (bf16 autocast, stochastic depth, the last tile partial); float32 and TNT-Ti's width
+    keep the default; an unknown choice is refused by name."""
+    launches = []
+    launch = triton_kernels._launch
+    monkeypatch.setattr(triton_kernels, '_launch',
+                        lambda one: (launches.append((one.kernel, one.meta['P'], one.num_warps)),
+                                     launch(one))[1])
+    params = random_block(24, 4, drop_path=0.3).inner_params()
+    words = torch.randn(13, 16, 24, requires_grad=True)
+    grad_out = torch.randn(13, 16, 24)
+    results = {}
+    for choice in ('default', 'tuned'):
+        launches.clear()
+        torch.manual_seed(3)  # the same stochastic depth draws
+        with launch_settings(choice), torch.autocast('cpu', dtype=torch.bfloat16):
+            results[choice] = run(params, words, grad_out, training=True)
+        results[choice + ' launches'] = list(launches)
+    assert results['default launches'] == [('inner_transformer_fwd', 8, 4),
+                                           ('inner_transformer_bwd', 4, 4)]
+    assert results['tuned launches'] == [('inner_transformer_fwd', 4, 4),
+                                         ('inner_transformer_bwd', 8, 4)]
+    assert relative_error(results['tuned'][0], results['default'][0]) < 1e-6
+    for name, got, want in named(grad_names(params), results['tuned'][1],
+                                 results['default'][1]):
+        assert relative_error(got, want) < 1e-5, name  # other tiles: other summation orders
+    config = triton_kernels.launch_config(24, params, torch.float32)
+    with launch_settings('tuned'):
+        assert triton_kernels.settings_for(config) == triton_kernels.default_settings(config)
+        ti = triton_kernels.launch_config(12, random_block(12, 2).inner_params(),
+                                          torch.bfloat16)
+        assert triton_kernels.settings_for(ti) == triton_kernels.default_settings(ti)
+    monkeypatch.setenv('TNT_MM_TRITON_LAUNCH', 'tuned')
+    bf16 = triton_kernels.launch_config(24, params, torch.bfloat16)
+    assert triton_kernels.settings_for(bf16) == triton_kernels.tuned_settings(bf16)
+    with launch_settings('default'):  # a context wins over the variable
+        assert triton_kernels.settings_for(bf16) == triton_kernels.default_settings(bf16)
+    monkeypatch.setenv('TNT_MM_TRITON_LAUNCH', 'fast')
+    with pytest.raises(ValueError, match=r"TNT_MM_TRITON_LAUNCH='fast': one of \['default', "
+                                         r"'tuned'\]"):
+        inner_transformer(words, params)
+    with pytest.raises(ValueError, match="launch settings 'fast': one of"):
+        with launch_settings('fast'):
+            pass
 
 
 def run_normed(block, words, grads_out, training=False, normed_dtype=None):
@@ -417,8 +465,8 @@ def test_double_backward_raises(interpreter):
 def test_every_kernel_compiles_for_a100_and_h100():
     """tools/analysis/compile_triton_kernels.py compiles both kernels of Ti/S/B, in float32,
     float16 and bfloat16, with and without stochastic depth, for sm_80 and sm_90, within each
-    GPU's shared memory (in a process without the interpreter, which compiles nothing); and
-    the fused-norm kernels and the sentence update of TNT-B."""
+    GPU's shared memory (in a process without the interpreter, which compiles nothing); the
+    fused-norm kernels and the sentence update of TNT-B; the opt-in tuned launch settings."""
     env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
     tool = [sys.executable, 'tools/analysis/compile_triton_kernels.py']
     result = subprocess.run(tool + ['--fused-norm', 'without'], env=env, capture_output=True,
@@ -442,6 +490,19 @@ def test_every_kernel_compiles_for_a100_and_h100():
     rows = [line.split() for line in result.stdout.splitlines()
             if line.startswith('sentence_update_')]
     assert len(rows) == 2 * 2 * 2
+    assert all(0 < float(r[6]) <= {'sm_80': 163, 'sm_90': 227}[r[5]] for r in rows)
+    # the opt-in tuned launch settings where they differ from the default (TNT-S's forward
+    # and backward, TNT-B's forward), with the fused norm: the most state per program
+    result = subprocess.run(tool + ['--launch', 'tuned', '--fused-norm', 'with', '--drop-path',
+                                    'with', '--arch', 's', 'b', '--dtype', 'bf16'],
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()
+            if line.startswith('inner_transformer_')]
+    assert sorted((r[0], r[1], r[5], r[9]) for r in rows) == sorted(
+        (kernel, arch, target, setting) for kernel, arch, setting in (
+            ('inner_transformer_fwd', 's', '4x4'), ('inner_transformer_bwd', 's', '8x4'),
+            ('inner_transformer_fwd', 'b', '4x4')) for target in ('sm_80', 'sm_90'))
     assert all(0 < float(r[6]) <= {'sm_80': 163, 'sm_90': 227}[r[5]] for r in rows)
 
 

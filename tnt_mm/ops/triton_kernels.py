@@ -26,14 +26,6 @@ WORDS = 16
 HEAD_BLOCK = 16  # the head width is padded to this (tl.dot needs every dimension >= 16)
 HIDDEN_BLOCK = 32  # MLP hidden units per chunk
 MAX_WIDTH = 64  # widest word row one program holds (TNT-B's 40 pads to 64)
-# Patches per program and warps, chosen from ptxas's report for sm_80 and checked on an H200
-# (tools/analysis/tune_triton_kernels.py measured faster ones, docs/benchmark.md, not yet checked):
-# the forward fits its registers without spilling at 8 patches (4 warps up to 32 channels,
-# 8 warps for TNT-B's 64); the backward holds about eight (16 P, CP) float32 tiles and still
-# spills a few hundred bytes at 4 patches (about 1 KB for TNT-B and in float32), and TNT-B's
-# float32 backward needs 2 patches to fit an A100's 163 KB of shared memory (176 KB at 4).
-FORWARD_PATCHES = 8
-BACKWARD_PATCHES, BACKWARD_WARPS = 4, 4
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 _import_error: Optional[str] = None
@@ -251,8 +243,67 @@ class Launch(NamedTuple):
     num_stages: int = 1
 
 
-def forward_warps(config: dict) -> int:
-    return 4 if config['CP'] <= 32 else 8
+class LaunchSettings(NamedTuple):
+    """Patches per program and warps of the inner transformer's two kernels."""
+    forward_patches: int
+    forward_warps: int
+    backward_patches: int
+    backward_warps: int
+
+
+def default_settings(config: Mapping) -> LaunchSettings:
+    """Chosen from ptxas's report for sm_80 and checked on an H200: the forward fits its
+    registers without spilling at 8 patches (4 warps up to 32 channels, 8 for TNT-B's 64); the
+    backward holds about eight (16 P, CP) float32 tiles and still spills a few hundred bytes at
+    4 patches, and TNT-B's float32 backward needs 2 to fit an A100's 163 KB of shared memory."""
+    wide = config['CP'] > 32
+    wide_float32 = wide and config['DT'].primitive_bitwidth == 32
+    return LaunchSettings(8, 8 if wide else 4, 2 if wide_float32 else 4, 4)
+
+
+def tuned_settings(config: Mapping) -> LaunchSettings:
+    """What ``tools/analysis/tune_triton_kernels.py`` measured faster on an H200 (bfloat16,
+    67,200 patches; docs/benchmark.md), where it measured them: in 16-bit dtypes the forward at
+    4 patches x 4 warps for TNT-S's and TNT-B's widths (1.33x, 1.16x), the backward at 8
+    patches for TNT-S's (1.18x); the default elsewhere (in float32 TNT-S's backward at 8 patches
+    would take 192 KB of shared memory, more than an A100 gives a block)."""
+    settings = default_settings(config)
+    if config['DT'].primitive_bitwidth != 16 or config['CP'] < 32:
+        return settings
+    settings = settings._replace(forward_patches=4, forward_warps=4)
+    return settings._replace(backward_patches=8) if config['CP'] == 32 else settings
+
+
+LAUNCH_ENV = 'TNT_MM_TRITON_LAUNCH'
+LAUNCH_CHOICES = {'default': default_settings, 'tuned': tuned_settings}
+_launch_forced: list = []  # the stack of launch_settings() contexts
+
+
+@contextlib.contextmanager
+def launch_settings(choice) -> Iterator[None]:
+    """Within the block the kernels launch with ``choice``'s settings: ``'default'``,
+    ``'tuned'`` (opt-in until ``check_triton_gpu.py`` has passed with them on a GPU) or one
+    :class:`LaunchSettings` for every width and dtype (the tuning tool's), whatever
+    ``TNT_MM_TRITON_LAUNCH`` says (nestable)."""
+    if not isinstance(choice, LaunchSettings) and choice not in LAUNCH_CHOICES:
+        raise ValueError(f'launch settings {choice!r}: one of {sorted(LAUNCH_CHOICES)} or a '
+                         f'LaunchSettings')
+    _launch_forced.append(choice)
+    try:
+        yield
+    finally:
+        _launch_forced.pop()
+
+
+def settings_for(config: Mapping) -> LaunchSettings:
+    """The launch settings of a kernel config: the innermost :func:`launch_settings`, else
+    ``TNT_MM_TRITON_LAUNCH`` (``default`` unless set)."""
+    choice = _launch_forced[-1] if _launch_forced else os.environ.get(LAUNCH_ENV, 'default')
+    if isinstance(choice, LaunchSettings):
+        return choice
+    if choice not in LAUNCH_CHOICES:
+        raise ValueError(f'{LAUNCH_ENV}={choice!r}: one of {sorted(LAUNCH_CHOICES)}')
+    return LAUNCH_CHOICES[choice](config)
 
 
 def forward_launch(words, weights, keep, eps, config, norm=None,
@@ -269,13 +320,14 @@ def forward_launch(words, weights, keep, eps, config, norm=None,
         normed = torch.empty(words.shape[0], WORDS * words.shape[-1], device=words.device,
                              dtype=normed_dtype or words.dtype)
         norm_args = [normed, norm[0], norm[1], norm[2]]
+    settings = settings_for(config)
     return Launch(
-        'inner_transformer_fwd', (_cdiv(rows, FORWARD_PATCHES * WORDS),),
+        'inner_transformer_fwd', (_cdiv(rows, settings.forward_patches * WORDS),),
         [words, out, *weights, keep_attn, keep_mlp, *norm_args[:3], rows, eps,
          config['HD'] ** -0.5, norm_args[3]],
-        dict(config, P=FORWARD_PATCHES, HAS_DROP_PATH=keep is not None,
+        dict(config, P=settings.forward_patches, HAS_DROP_PATH=keep is not None,
              FUSE_NORM=norm is not None),
-        forward_warps(config)), out, normed
+        settings.forward_warps), out, normed
 
 
 def backward_launch(words, grad_out, weights, keep, eps, config, norm=None, out=None,
@@ -287,8 +339,8 @@ def backward_launch(words, grad_out, weights, keep, eps, config, norm=None, out=
     output) and ``grad_normed`` are read."""
     grad_words = torch.empty_like(words)
     rows = words.shape[0] * WORDS
-    wide_float32 = config['CP'] > 32 and config['DT'].primitive_bitwidth == 32
-    patches = BACKWARD_PATCHES // 2 if wide_float32 else BACKWARD_PATCHES
+    settings = settings_for(config)
+    patches = settings.backward_patches
     tiles = _cdiv(rows, patches * WORDS)
     programs = _backward_programs(words, tiles)
     graded = list(weights) + ([norm[0], norm[1]] if norm is not None else [])
@@ -307,7 +359,7 @@ def backward_launch(words, grad_out, weights, keep, eps, config, norm=None, out=
         [words, grad_out, grad_words, *weights, keep_attn, keep_mlp, *norm_args[:3], *columns,
          slots.shape[1], rows, tiles, eps, config['HD'] ** -0.5, norm_args[3]],
         dict(config, P=patches, HAS_DROP_PATH=keep is not None, FUSE_NORM=norm is not None),
-        BACKWARD_WARPS), grad_words, slots
+        settings.backward_warps), grad_words, slots
 
 
 def _launch(launch: Launch) -> None:

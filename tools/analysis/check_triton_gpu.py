@@ -13,7 +13,8 @@ the CPU; this runs them where they are meant to run:
    (also with the fused norm and ``low_precision_words``);
 4. the inner transformer's time, forward+backward, at 67,200 patches;
 
-and that ``auto`` picks the Triton kernels for CUDA tensors (``--checks kernels``). Then the
+and that ``auto`` picks the Triton kernels for CUDA tensors (``--checks kernels``; at each of
+the ``--launch`` settings: ``tuned``, ``TNT_MM_TRITON_LAUNCH``'s opt-in, waits on it). Then the
 kernels in graphs (``--checks graphs``), what ``auto`` waits on before it takes them there:
 
 5. TNT-S inference under torch.compile with the kernels forced (custom ops in the graph)
@@ -27,7 +28,7 @@ kernels in graphs (``--checks graphs``), what ``auto`` waits on before it takes 
 
 Prints one line per check and exits 1 if any fails. Run it without TRITON_INTERPRET.
 
-    python tools/analysis/check_triton_gpu.py [--checks kernels graphs]
+    python tools/analysis/check_triton_gpu.py [--checks kernels graphs] [--launch default tuned]
 """
 import argparse
 import itertools
@@ -51,8 +52,17 @@ def relative_error(a, b) -> float:
     return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
 
 
-def check_kernels(args, report: Callable[[str, bool, str], None]) -> None:
-    """Checks 1-4: the kernels against the reference, eager."""
+def check_kernels(args, report: Callable[[str, bool, str], None],
+                  launch: str = 'default') -> None:
+    """Checks 1-4: the kernels against the reference, eager, at the ``launch`` settings
+    (``TNT_MM_TRITON_LAUNCH``); the checks' names then start with ``[launch]``."""
+    from tnt_mm.ops import launch_settings
+    with launch_settings(launch):
+        _check_kernels(args, lambda name, ok, detail: report(
+            name if launch == 'default' else f'[{launch}] {name}', ok, detail), launch)
+
+
+def _check_kernels(args, report: Callable[[str, bool, str], None], launch: str) -> None:
     from tnt_mm.models import TNT
     from tnt_mm.models.backbones.tnt import TNTBlock
     from tnt_mm.ops import fused_norm, inner_backend, inner_transformer, patch_update, select
@@ -209,9 +219,9 @@ def check_kernels(args, report: Callable[[str, bool, str], None]) -> None:
                 step()
             torch.cuda.synchronize()
             times[backend] = (time.perf_counter() - start) / 10 * 1e3
-        print(f'time TNT-S inner transformer, {args.large} patches, {dtype_name}, fwd+bwd: '
-              f'triton {times["triton"]:.2f} ms, reference {times["reference"]:.2f} ms '
-              f'({times["reference"] / times["triton"]:.2f}x)')
+        print(f'time TNT-S inner transformer (launch {launch}), {args.large} patches, '
+              f'{dtype_name}, fwd+bwd: triton {times["triton"]:.2f} ms, reference '
+              f'{times["reference"]:.2f} ms ({times["reference"] / times["triton"]:.2f}x)')
 
 
 def training_run(model: torch.nn.Module, x: torch.Tensor, mode: str, steps: int,
@@ -327,6 +337,11 @@ def main(argv=None) -> int:
     parser.add_argument('--checks', nargs='+', choices=CHECKS, default=list(CHECKS),
                         help='kernels: the kernels against the reference (1-4); graphs: the '
                         'kernels in compiled and captured graphs (5, 6). Defaults to both')
+    parser.add_argument('--launch', nargs='+', choices=('default', 'tuned'),
+                        default=['default'],
+                        help='run the kernel checks at each of these launch settings '
+                        '(TNT_MM_TRITON_LAUNCH; tuned: opt-in until it passes here). Defaults '
+                        'to default')
     parser.add_argument('--large', type=int, default=67200,
                         help='patches of the large case and of the timing. Defaults to 67200')
     parser.add_argument('--steps', type=int, default=5, help='training steps. Defaults to 5')
@@ -351,7 +366,8 @@ def main(argv=None) -> int:
 
     print(f'{torch.cuda.get_device_name()}, torch {torch.__version__}')
     if 'kernels' in args.checks:
-        check_kernels(args, report)
+        for launch in args.launch:
+            check_kernels(args, report, launch)
     if 'graphs' in args.checks:
         check_graphs(args, report)
     if failures:

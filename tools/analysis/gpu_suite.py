@@ -90,12 +90,15 @@ STEPS = [
          60, 20, parse=json_lines, env={'TNT_MM_DETECTION_OPS': 'auto'},
          what='nms and RoIAlign on cuda:0 through tnt_mm.detection_ops against mmcv on the CPU'),
     # the kernels' check first among the measurements: what `auto` may use by default (the
-    # fused words -> sentence norm and update, the tuned backward) waits on it
-    Step('triton_check', f'{VENV_PY} tools/analysis/check_triton_gpu.py --checks kernels', 120,
-         60, parse=floats({'inner_fwd_bwd_ms_fp32': r'fp32, fwd\+bwd: triton ([\d.]+) ms',
-                           'inner_fwd_bwd_ms_bf16': r'bf16, fwd\+bwd: triton ([\d.]+) ms'}),
+    # fused words -> sentence norm and update, the tuned launch settings) waits on it
+    Step('triton_check', f'{VENV_PY} tools/analysis/check_triton_gpu.py --checks kernels '
+         f'--launch default tuned', 200, 60, parse=floats({
+             f'inner_fwd_bwd_ms_{dtype}_{launch}':
+             rf'\(launch {launch}\), \d+ patches, {dtype}, fwd\+bwd: triton ([\d.]+) ms'
+             for dtype in ('fp32', 'bf16') for launch in ('default', 'tuned')}),
          what='the Triton kernels against the reference, eager: every width and dtype, the '
-              'opt-in fused words -> sentence norm and update, AdamW steps'),
+              'opt-in fused words -> sentence norm and update, AdamW steps; at the default and '
+              'the opt-in tuned launch settings'),
     Step('demo_det', f'{INSTALL_CPU} make demo THREADS=8 TRAIN_ARGS=--amp', 240, 90, parse=COCO,
          env={'TNT_MM_DETECTION_OPS': 'auto'},
          what='the main job: make demo on the GPU with AMP, on torchvision\'s kernels'),

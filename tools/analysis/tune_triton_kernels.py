@@ -2,10 +2,11 @@
 
 The settings in ``tnt_mm.ops.triton_kernels`` (patches per program, warps) were first chosen
 from ptxas's register and shared-memory report; this measures them. For each model width and
-dtype it times the forward kernel over patches x warps and the backward kernel likewise, on
-the same words (67,200 patches: batch 16 at 800x1333), and prints the times next to the
-current setting's. A setting that does not compile or does not fit is reported and skipped; one
-that faults on the GPU leaves the CUDA context unusable, so the current settings run first.
+dtype it times the forward kernel over patches x warps and the backward kernel likewise, on the
+same words (67,200 patches: batch 16 at 800x1333), and prints the times next to the current
+setting's (``TNT_MM_TRITON_LAUNCH``'s, the default unless set). A setting that does not compile
+or does not fit is reported and skipped; one that faults on the GPU leaves the CUDA context
+unusable, so the current settings run first.
 
     python tools/analysis/tune_triton_kernels.py
     python tools/analysis/tune_triton_kernels.py --arch s --dtype bf16 --json tune.json
@@ -60,8 +61,6 @@ def main(argv=None) -> int:
         from triton.testing import do_bench
         return do_bench(run, warmup=10, rep=50, return_mode='median')
     dtypes = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
-    current = dict(forward_patches=tk.FORWARD_PATCHES, backward_patches=tk.BACKWARD_PATCHES,
-                   backward_warps=tk.BACKWARD_WARPS)
     records = []
     print(f'{device_name(device)}, {args.patches} patches, times in ms (median)')
     for arch, dtype_name in itertools.product(args.arch, args.dtype):
@@ -74,7 +73,7 @@ def main(argv=None) -> int:
         words = torch.randn(args.patches, 16, width, device=device, dtype=dtype)
         grad_out = torch.randn_like(words)
         config = tk.launch_config(width, params, dtype)
-        default_forward_warps = tk.forward_warps(config)
+        current = tk.settings_for(config)  # TNT_MM_TRITON_LAUNCH's (default unless set)
         rows = []
         forward_settings = itertools.product(args.forward_patches, args.forward_warps)
         for patches, warps in (forward_settings if 'forward' in args.kernel else ()):
@@ -84,23 +83,18 @@ def main(argv=None) -> int:
                 print(f'{arch:<3} {dtype_name:<5} forward  patches {patches:>2} warps {warps} '
                       f'skipped: more warps than patches faulted on sm_90')
                 continue
-            tk.FORWARD_PATCHES = patches
-            launch = tk.forward_launch(words, weights, None, 1e-5, config)[0]._replace(
-                num_warps=warps)
-            is_default = (patches, warps) == (current['forward_patches'], default_forward_warps)
+            with tk.launch_settings(current._replace(forward_patches=patches,
+                                                     forward_warps=warps)):
+                launch = tk.forward_launch(words, weights, None, 1e-5, config)[0]
+            is_default = (patches, warps) == (current.forward_patches, current.forward_warps)
             rows.append(('forward', patches, warps, is_default, lambda l=launch: tk._launch(l)))
         backward_settings = itertools.product(args.backward_patches, args.backward_warps)
         for patches, warps in (backward_settings if 'backward' in args.kernel else ()):
-            tk.BACKWARD_PATCHES, tk.BACKWARD_WARPS = patches, warps
-            launch = tk.backward_launch(words, grad_out, weights, None, 1e-5, config)[0]
-            is_default = (patches, warps) == (current['backward_patches'],
-                                              current['backward_warps'])
-            # the launch's patches per program (halved for wide float32) is what ran
-            rows.append(('backward', launch.meta['P'], warps, is_default,
-                         lambda l=launch: tk._launch(l)))
-        tk.FORWARD_PATCHES = current['forward_patches']
-        tk.BACKWARD_PATCHES = current['backward_patches']
-        tk.BACKWARD_WARPS = current['backward_warps']
+            with tk.launch_settings(current._replace(backward_patches=patches,
+                                                     backward_warps=warps)):
+                launch = tk.backward_launch(words, grad_out, weights, None, 1e-5, config)[0]
+            is_default = (patches, warps) == (current.backward_patches, current.backward_warps)
+            rows.append(('backward', patches, warps, is_default, lambda l=launch: tk._launch(l)))
         # the current setting first: a setting that faults leaves the CUDA context unusable
         for kernel, patches, warps, is_default, run in sorted(rows, key=lambda r: not r[3]):
             try:
