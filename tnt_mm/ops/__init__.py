@@ -11,5 +11,4 @@ from .triton_kernels import fused_norm, launch_settings
 
 __all__ = ['BACKENDS', 'BackendUnavailableError', 'InnerTransformerParams', 'fused_norm',
            'inner_backend', 'inner_transformer', 'launch_settings', 'load_extension',
-           'patch_update',
-           'reference_attention', 'requested_backend', 'select']
+           'patch_update', 'reference_attention', 'requested_backend', 'select']
